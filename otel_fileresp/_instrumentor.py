@@ -1,0 +1,82 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""What both framework instrumentors share: settings, telemetry and patch lifecycle."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+
+from otel_fileresp._core import Telemetry
+from otel_fileresp._patching import Patch, PatchSet
+from otel_fileresp.settings import Settings
+
+
+class Hooks:
+    """Holds the telemetry the wrappers use; None while uninstrumented.
+
+    Wrappers check it first, so a wrapper that could not be removed (someone
+    wrapped the same attribute after us) passes straight through.
+    """
+
+    def __init__(self) -> None:
+        self.telemetry: Telemetry | None = None
+
+
+H = TypeVar("H", bound=Hooks)
+
+
+class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[misc]
+    """Base of the Starlette and aiohttp instrumentors.
+
+    ``instrument()`` accepts ``tracer_provider``, ``meter_provider``,
+    ``capture_path`` and ``phase_spans`` (see :mod:`otel_fileresp.settings`).
+    """
+
+    #: The distribution the framework is installed as, its import name, the
+    #: requirement it is instrumented at, and the wrappers' class.
+    framework_distribution: str
+    framework_module: str
+    framework_requirements: Sequence[str]
+    hooks_type: type[H]
+
+    def __init__(self) -> None:
+        # BaseInstrumentor is a singleton: __init__ runs at every call.
+        if not hasattr(self, "_hooks"):
+            self._hooks: H = self.hooks_type()
+            self._patch_set: PatchSet | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self.framework_requirements
+
+    @abstractmethod
+    def _patches(self, hooks: H) -> Sequence[Patch]:
+        """The patch points for the installed framework release."""
+
+    def _instrument(self, **kwargs: Any) -> None:
+        try:
+            __import__(self.framework_module)
+        except ImportError:
+            # Loaded by opentelemetry-instrument because the other framework
+            # is installed: nothing to do for this one.
+            return
+        settings = Settings.resolve(kwargs.get("capture_path"), kwargs.get("phase_spans"))
+        self._hooks.telemetry = Telemetry(
+            settings, kwargs.get("tracer_provider"), kwargs.get("meter_provider")
+        )
+        version = metadata.version(self.framework_distribution)
+        patch_set = PatchSet(f"{self.framework_distribution} {version}")
+        patch_set.apply(self._patches(self._hooks))
+        self._patch_set = patch_set
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._hooks.telemetry = None
+        if self._patch_set is not None:
+            self._patch_set.remove()
+            self._patch_set = None

@@ -1,0 +1,219 @@
+"""Real servers on loopback for the tests, and the SDK's in-memory telemetry.
+
+Servers run in a background thread with their own event loop, so tests are
+plain synchronous functions that talk HTTP with the standard library client,
+as any other client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+SERVER_START_TIMEOUT = 10.0
+SPAN_WAIT_TIMEOUT = 5.0
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def comparable_headers(self) -> list[tuple[str, str]]:
+        """Headers that do not vary between two identical requests."""
+        volatile = {"date", "server"}
+        boundary = "multipart/byteranges"
+        out = []
+        for k, v in self.headers:
+            if k.lower() in volatile:
+                continue
+            if k.lower() == "content-type" and v.startswith(boundary):
+                v = boundary
+            out.append((k.lower(), v))
+        return out
+
+
+class Telemetry:
+    """SDK providers with an in-memory span exporter and metric reader."""
+
+    def __init__(self, span_processors: tuple[Any, ...] = ()) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        for processor in span_processors:
+            self.tracer_provider.add_span_processor(processor)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.metric_reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader])
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+    def wait_for(self, name: str, count: int = 1) -> list[ReadableSpan]:
+        """The finished spans called ``name``, once at least ``count`` exist."""
+        deadline = time.monotonic() + SPAN_WAIT_TIMEOUT
+        while True:
+            found = [s for s in self.spans() if s.name == name]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.005)
+
+    def metric_points(self, name: str) -> list[Any]:
+        data = self.metric_reader.get_metrics_data()
+        points: list[Any] = []
+        if data is None:
+            return points
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        points.extend(metric.data.data_points)
+        return points
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def response_tree(spans: list[ReadableSpan], response: ReadableSpan) -> list[ReadableSpan]:
+    """The phase spans under ``response``."""
+    span_id = response.context.span_id
+    return [s for s in spans if s.parent is not None and s.parent.span_id == span_id]
+
+
+def child_names(spans: list[ReadableSpan], response: ReadableSpan) -> list[str]:
+    return sorted(s.name for s in response_tree(spans, response))
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class LoopbackServer:
+    """A server in a background thread; ``request()`` talks to it over loopback."""
+
+    def __init__(self, port: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.port = port
+        self.loop = loop
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Reply:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, headers=dict(headers or {}))
+            response = connection.getresponse()
+            body = response.read()
+            return Reply(response.status, response.getheaders(), body)
+        finally:
+            connection.close()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's event loop thread and return its result."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(SERVER_START_TIMEOUT)
+
+
+@contextmanager
+def serve_asgi(app: Any, **config: Any) -> Iterator[LoopbackServer]:
+    """Serve an ASGI app with a real uvicorn server on 127.0.0.1."""
+    import uvicorn
+
+    sock = _bound_socket()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", **config)
+    )
+    ready = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        ready.set()
+        await task
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    if not ready.wait(SERVER_START_TIMEOUT):
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield LoopbackServer(sock.getsockname()[1], loops[0])
+    finally:
+        server.should_exit = True
+        thread.join(SERVER_START_TIMEOUT)
+        sock.close()
+
+
+@contextmanager
+def serve_aiohttp(make_app: Callable[[], Any]) -> Iterator[LoopbackServer]:
+    """Serve an aiohttp app (built on the server's loop) with ``web.AppRunner``."""
+    from aiohttp import web
+
+    sock = _bound_socket()
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        try:
+            loops.append(asyncio.get_running_loop())
+            runner = web.AppRunner(make_app())
+            await runner.setup()
+            site = web.SockSite(runner, sock)
+            await site.start()
+            stop.append(asyncio.Event())
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+            raise
+        ready.set()
+        try:
+            await stop[0].wait()
+        finally:
+            await runner.cleanup()
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    if not ready.wait(SERVER_START_TIMEOUT) or errors:
+        raise RuntimeError(f"aiohttp did not start: {errors}")
+    loop = loops[0]
+    try:
+        yield LoopbackServer(sock.getsockname()[1], loop)
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(SERVER_START_TIMEOUT)
+        sock.close()
