@@ -57,10 +57,12 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "test":
         python = _virtualenv("nox", ["nox==2026.10.20"])
-        return subprocess.run([str(python), "-m", "nox", *argv[1:]], cwd=ROOT).returncode
+        return subprocess.run(
+            [str(python), "-m", "nox", *argv[1:]], cwd=ROOT, check=False
+        ).returncode
     python = _virtualenv("demo", [*DEMO_REQUIREMENTS, "-e", str(ROOT)])
     demo = ROOT / "examples" / "demo.py"
-    return subprocess.run([str(python), str(demo), *argv[1:]], cwd=ROOT).returncode
+    return subprocess.run([str(python), str(demo), *argv[1:]], cwd=ROOT, check=False).returncode
 
 
 if __name__ == "__main__":

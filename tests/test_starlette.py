@@ -212,14 +212,20 @@ def test_multiple_ranges(served: Any, telemetry: Telemetry) -> None:
     reply = served.request("GET", "/static/large.bin", {"Range": "bytes=0-9,100-109"})
     response = the_response(telemetry)
     assert attrs(response)["http.response.status_code"] == reply.status
-    if RANGES:
+    if not RANGES:
+        assert reply.status == 200
+    elif reply.incomplete:
+        # Starlette 0.39-0.4x declares a Content-Length shorter than its
+        # multipart body and the server aborts the response (the same without
+        # instrumentation: see the differential test): recorded as a failure.
+        assert attrs(response)["fileresp.outcome"] == "error"
+        assert attrs(response)["error.type"] == "LocalProtocolError"
+    else:
         assert reply.status == 206
         assert reply.header("content-type").startswith("multipart/byteranges")
         assert attrs(response)["fileresp.outcome"] == "partial"
         # multipart framing + 20 file bytes, all handed to the server
         assert attrs(response)["fileresp.bytes"] == len(reply.body) > 20
-    else:
-        assert reply.status == 200
 
 
 @pytest.mark.parametrize(
@@ -420,6 +426,17 @@ def differential_requests(server: Any) -> list[tuple[str, str, dict[str, str]]]:
     ]
 
 
+def without_boundary(reply: Any) -> tuple[Any, ...]:
+    """The reply with its random multipart boundary replaced by a constant."""
+    headers, body = reply.comparable_headers(), reply.body
+    found = re.search(r"boundary=(\w+)", " ".join(v for _, v in reply.headers))
+    if found:
+        boundary = found.group(1)
+        headers = [(k, v.replace(boundary, "BOUNDARY")) for k, v in headers]
+        body = body.replace(boundary.encode(), b"BOUNDARY")
+    return reply.status, headers, body, reply.incomplete
+
+
 def run_requests(
     files: Path, telemetry: Telemetry | None, wait_for_spans: bool = True
 ) -> tuple[list[Any], int]:
@@ -431,11 +448,7 @@ def run_requests(
             replies = []
             for method, path, headers in differential_requests(server):
                 reply = server.request(method, path, headers)
-                body = reply.body
-                boundary = re.search(r"boundary=(\S+)", reply.header("content-type") or "")
-                if boundary:
-                    body = body.replace(boundary.group(1).encode(), b"BOUNDARY")
-                replies.append((method, path, reply.status, reply.comparable_headers(), body))
+                replies.append((method, path, *without_boundary(reply)))
             if telemetry is not None and wait_for_spans:
                 telemetry.wait_for("fileresp.response", len(replies) + 1)
         return replies, len(jobs)
