@@ -37,7 +37,11 @@ def tests(session: nox.Session, frameworks: str) -> None:
     pins, extras = MATRIX[frameworks]
     session.install("-r", "tests/requirements.txt", "-e", ".", *pins, *extras)
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
-    session.run("pytest", *session.posargs)
+    # tests/test_fastapi.py needs FastAPI, installed only where its releases fit.
+    ignore = (
+        [] if any(p.startswith("fastapi") for p in extras) else ["--ignore=tests/test_fastapi.py"]
+    )
+    session.run("pytest", *ignore, *session.posargs)
 
 
 @nox.session(python=PYTHON)
