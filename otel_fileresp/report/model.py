@@ -1,0 +1,102 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""What the report reads and what it returns.
+
+:class:`SpanRecord` is one ``fileresp.*`` span as the readers decode it, with
+only the fields the report needs. :class:`Report` is the result of
+:func:`otel_fileresp.report.summarize`; durations in it are integer
+nanoseconds (Jaeger's microseconds are multiplied by 1000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from otel_fileresp import _names
+
+#: Phase names, in the order the report lists them, keyed by span name. The
+#: whole response is the phase ``response``; the others are the values of the
+#: ``fileresp.phase`` metric attribute.
+PHASE_BY_SPAN_NAME: Final[dict[str, str]] = {
+    _names.SPAN_RESPONSE: "response",
+    _names.SPAN_STAT: _names.PHASE_STAT,
+    _names.SPAN_PRECONDITION: _names.PHASE_PRECONDITION,
+    _names.SPAN_OPEN: _names.PHASE_OPEN,
+    _names.SPAN_THREADPOOL_WAIT: _names.PHASE_THREADPOOL_WAIT,
+    _names.SPAN_SEND: _names.PHASE_SEND,
+}
+PHASE_RESPONSE: Final = "response"
+PHASES: Final[tuple[str, ...]] = tuple(PHASE_BY_SPAN_NAME.values())
+
+#: Framework label for a response without ``fileresp.framework``, and for
+#: phase spans whose ``fileresp.response`` parent is not in the input.
+UNKNOWN_FRAMEWORK: Final = "(unknown)"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """One ``fileresp.*`` span. Response attributes are None on phase spans."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    phase: str
+    duration_ns: int
+    framework: str | None = None
+    status_code: int | None = None
+    outcome: str | None = None
+    opened: bool | None = None
+    #: ``file.name``, or ``file.path`` when only the full path was captured.
+    file_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DurationStats:
+    """Count and nearest-rank percentiles of span durations, in nanoseconds."""
+
+    count: int
+    p50_ns: int
+    p95_ns: int
+    p99_ns: int
+    max_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    """``fileresp.response`` spans with one status code, and how many opened the file."""
+
+    responses: int
+    opened: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """Summary of the ``fileresp.*`` spans of one or more trace files."""
+
+    files: tuple[str, ...]
+    #: ``fileresp.*`` spans read (other spans are skipped).
+    span_count: int
+    #: ``fileresp.response`` spans read.
+    response_count: int
+    #: framework -> phase -> durations; phases in :data:`PHASES` order.
+    durations: dict[str, dict[str, DurationStats]]
+    #: framework -> ``http.response.status_code`` (None if absent) -> counts.
+    status_counts: dict[str, dict[int | None, StatusCounts]]
+    #: The slowest ``fileresp.response`` spans, slowest first.
+    slowest: tuple[SpanRecord, ...]
+    #: ``fileresp.response`` spans with status 304 and ``fileresp.opened=true``
+    #: (at most :data:`otel_fileresp.report.stats.MAX_LISTED_VIOLATIONS`).
+    not_modified_opened: tuple[SpanRecord, ...]
+    #: How many such spans there were in all, listed or not.
+    not_modified_opened_count: int
+    #: Phase spans whose ``fileresp.response`` parent was not in the input;
+    #: they are counted under :data:`UNKNOWN_FRAMEWORK`.
+    unresolved_phase_spans: int
+
+    def opens_by_status(self) -> dict[str, dict[int | None, int]]:
+        """framework -> status code -> responses that opened the file (non-zero only)."""
+        return {
+            framework: {status: c.opened for status, c in by_status.items() if c.opened}
+            for framework, by_status in self.status_counts.items()
+        }
