@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import Telemetry  # noqa: E402
+from harness import Telemetry
 
 SMALL_SIZE = 1024
 LARGE_SIZE = 10 * 1024 * 1024
