@@ -26,8 +26,7 @@ class EagerStaticFiles(StaticFiles):
     async def get_response(self, path: str, scope: Any) -> Any:
         response = await super().get_response(path, scope)
         if response.status_code == 304:
-            full_path, _ = await anyio.to_thread.run_sync(self.lookup_path, path)
-            file = await anyio.open_file(full_path, "rb")
+            file = await anyio.open_file(Path(str(self.directory), path), "rb")
             await file.aclose()
         return response
 
