@@ -356,7 +356,7 @@ class ResponseRecord:
                 self._wait_spans.append((kind, submitted, started))
                 if kind == n.JOB_OPEN:
                     self.opened = self.opened or ok
-                    if times_phase:
+                    if times_phase and ok:  # fileresp.open only for a file opened
                         self.mark_phase(n.PHASE_OPEN, started, ended)
                 elif kind != n.JOB_MAKE_RESPONSE and times_phase:
                     self.mark_phase(n.PHASE_STAT, started, ended)
