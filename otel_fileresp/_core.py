@@ -21,6 +21,15 @@ places where the framework already does the work:
 Emitting spans after the fact keeps the hot path to a few integer stores per
 phase and lets a non-recording parent skip all span work. Any failure of this
 package's own code is caught and logged once; it never reaches the request.
+
+A response that fails ends with ``fileresp.outcome=error`` and an
+``error.type``: the exception's class name when one escaped the framework
+(``ConnectionResetError``, ``BrokenPipeError`` or aiohttp's
+``ClientConnectionResetError`` for a client gone mid-body; ``CancelledError``
+for a server shutting down mid-body), or ``incomplete_body`` when the
+framework returned normally after handing the status but not the final body
+message to the server: Starlette 1.8+ stops sending, without an exception,
+when the server reports ``http.disconnect`` (the client went away).
 """
 
 from __future__ import annotations
@@ -116,7 +125,14 @@ def status_of_exception(exc: BaseException) -> int | None:
 class Telemetry:
     """Tracer, instruments and settings of one instrumentor."""
 
-    __slots__ = ("_phase_attributes", "duration", "opens", "phase_duration", "settings", "tracer")
+    __slots__ = (
+        "_phase_attributes",
+        "duration",
+        "opens",
+        "phase_duration",
+        "settings",
+        "tracer",
+    )
 
     def __init__(
         self,
@@ -185,6 +201,7 @@ class ResponseRecord:
         "_wait_total_ns",
         "_wall_offset_ns",
         "body_done_ns",
+        "body_pending",
         "bytes_sent",
         "content_encoding",
         "error_type",
@@ -242,6 +259,9 @@ class ResponseRecord:
         self._read_wait_total_ns = 0
         self._read_wait_max_ns = 0
         self.body_done_ns: int | None = None
+        # True while the head is handed to the server and the final body
+        # message is not (set by a framework module that sees the messages).
+        self.body_pending = False
         self.finished = False
 
     # -- collecting ---------------------------------------------------------
@@ -392,22 +412,33 @@ class ResponseRecord:
         self.finished = True
 
     def finish(self, exc: BaseException | None = None) -> None:
-        """End the response (once): emit its spans and record its metrics."""
+        """End the response (once): emit its spans and record its metrics.
+
+        A response whose head was handed to the server but whose final body
+        message never was (``body_pending``), with no exception, failed all
+        the same: ``error.type`` is ``incomplete_body``. A failing metric
+        pipeline does not cost the spans, nor the reverse.
+        """
         if self.finished:
             return
         self.finished = True
+        end_ns = self.body_done_ns or perf_counter_ns()
         try:
-            end_ns = self.body_done_ns or perf_counter_ns()
             if exc is not None:
                 status = status_of_exception(exc)
                 if status is None:
                     self.error_type = type(exc).__qualname__
                 elif self.status is None:
                     self.status = status
+            if self.body_pending and self.error_type is None:
+                self.error_type = n.ERROR_INCOMPLETE_BODY
             self._record_metrics(end_ns)
+        except Exception:
+            log_once("finish.metrics", "failed to record the metrics of a file response")
+        try:
             self._emit_spans(end_ns)
         except Exception:
-            log_once("finish", "failed to emit the telemetry of a file response")
+            log_once("finish", "failed to emit the spans of a file response")
 
     def _record_metrics(self, end_ns: int) -> None:
         telemetry = self.telemetry
@@ -553,3 +584,6 @@ async def run_as_current(
             except Exception:
                 log_once("before_finish", "failed to read the end of a file response")
         record.finish(error)
+        # Break the frame -> exception -> traceback -> frame cycle: it would keep
+        # the framework's frames (and the open file in them) alive until a GC.
+        error = None

@@ -58,6 +58,9 @@ OUTCOME_HEAD: Final = "head"
 OUTCOME_NOT_FOUND: Final = "not_found"
 OUTCOME_FORBIDDEN: Final = "forbidden"
 OUTCOME_ERROR: Final = "error"
+# error.type when the framework returned without handing over the final body
+# message and without an exception (Starlette 1.8+ on http.disconnect).
+ERROR_INCOMPLETE_BODY: Final = "incomplete_body"
 
 # fileresp.transfer values.
 TRANSFER_SENDFILE: Final = "sendfile"
@@ -109,3 +112,4 @@ DURATION_BUCKETS: Final = (
 # Settings.
 ENV_CAPTURE_PATH: Final = "OTEL_PYTHON_FILERESP_CAPTURE_PATH"
 ENV_PHASE_SPANS: Final = "OTEL_PYTHON_FILERESP_PHASE_SPANS"
+

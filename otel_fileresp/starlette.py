@@ -76,6 +76,7 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
         kind = message.get("type")
         if kind == "http.response.start":
             record.status = message.get("status")
+            record.body_pending = True
         elif kind == "http.response.body":
             body = message.get("body", b"")
             if body:
@@ -83,6 +84,7 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             if not message.get("more_body", False):
                 await send(message)
                 record.body_done_ns = done = perf_counter_ns()
+                record.body_pending = False
                 if record.has_phase(n.PHASE_SEND):
                     record.mark_phase(n.PHASE_SEND, done, done)
                 return
@@ -92,6 +94,7 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             record.bytes_sent = record.file_size or 0
             await send(message)
             record.body_done_ns = done = perf_counter_ns()
+            record.body_pending = False
             record.mark_phase(n.PHASE_SEND, started, done)
             return
         await send(message)
