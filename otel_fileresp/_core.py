@@ -51,6 +51,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from otel_fileresp import _names as n
+from otel_fileresp._pools import PoolGauges
 from otel_fileresp.settings import Settings
 from otel_fileresp.version import __version__
 
@@ -130,6 +131,7 @@ class Telemetry:
         "duration",
         "opens",
         "phase_duration",
+        "pools",
         "settings",
         "tracer",
     )
@@ -166,6 +168,8 @@ class Telemetry:
             unit="{open}",
             description="Files opened by Python for a file response, by response status.",
         )
+        # Worker-pool occupancy gauges; the framework modules note each pool.
+        self.pools = PoolGauges(meter)
         self._phase_attributes: dict[tuple[str, str], Mapping[str, AttributeValue]] = {}
 
     def phase_attributes(self, framework: str, phase: str) -> Mapping[str, AttributeValue]:

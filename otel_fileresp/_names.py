@@ -113,3 +113,9 @@ DURATION_BUCKETS: Final = (
 ENV_CAPTURE_PATH: Final = "OTEL_PYTHON_FILERESP_CAPTURE_PATH"
 ENV_PHASE_SPANS: Final = "OTEL_PYTHON_FILERESP_PHASE_SPANS"
 
+# Worker-pool occupancy (observable gauges, read when metrics are collected;
+# attribute fileresp.framework). See otel_fileresp/_pools.py.
+METRIC_POOL_BORROWED: Final = "fileresp.threadpool.borrowed"  # {token}, starlette
+METRIC_POOL_BUSY: Final = "fileresp.threadpool.busy"  # {thread}, aiohttp
+METRIC_POOL_LIMIT: Final = "fileresp.threadpool.limit"  # {thread}, both
+METRIC_POOL_QUEUED: Final = "fileresp.threadpool.queued"  # {job}, both

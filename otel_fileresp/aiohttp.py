@@ -355,6 +355,7 @@ class _AiohttpHooks(Hooks):
                 record.head = request.method == "HEAD"
                 record.request_headers = request.headers
                 record.set_file(getattr(response, "_path", None), None)
+                telemetry.pools.note_asyncio_executor()
             return record
         except Exception:
             log_once("aiohttp.start", "failed to start recording a file response")

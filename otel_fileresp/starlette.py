@@ -180,6 +180,7 @@ class _StarletteHooks(Hooks):
             record = telemetry.start_record(n.FRAMEWORK_STARLETTE)
             if record is None:
                 return None
+            telemetry.pools.note_anyio_limiter()
             record.head = scope.get("method") == "HEAD"
             if response is not None:
                 stat_result = getattr(response, "stat_result", None)
