@@ -34,6 +34,11 @@ message) to the last body message, with the reads aggregated on it. With
 ``fileresp.bytes`` is the file size handed over. A bare ``FileResponse``
 never answers 304 (Starlette evaluates only If-Range there).
 
+A client that leaves mid-body: Starlette 1.8+ sees ``http.disconnect`` and
+stops without an exception, reported as ``error.type=incomplete_body``.
+Earlier releases keep reading the file into the closed connection (uvicorn
+drops the messages), so the response ends ``sent`` with every byte counted.
+
 Supported and tested: Starlette 0.16.0, 0.38.6, 0.41.3 and 1.10.0 (anyio
 3.7 and 4.x), on Python 3.11.
 """
