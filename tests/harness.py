@@ -172,8 +172,13 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[LoopbackServer]:
 
 
 @contextmanager
-def serve_aiohttp(make_app: Callable[[], Any]) -> Iterator[LoopbackServer]:
-    """Serve an aiohttp app (built on the server's loop) with ``web.AppRunner``."""
+def serve_aiohttp(
+    make_app: Callable[[], Any], shutdown_timeout: float = 60.0
+) -> Iterator[LoopbackServer]:
+    """Serve an aiohttp app (built on the server's loop) with ``web.AppRunner``.
+
+    ``shutdown_timeout``: how long the stopping server lets a running handler
+    finish before cancelling it (aiohttp's default, 60 s)."""
     from aiohttp import web
 
     sock = _bound_socket()
@@ -185,10 +190,9 @@ def serve_aiohttp(make_app: Callable[[], Any]) -> Iterator[LoopbackServer]:
     async def main() -> None:
         try:
             loops.append(asyncio.get_running_loop())
-            runner = web.AppRunner(make_app())
+            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout)
             await runner.setup()
-            site = web.SockSite(runner, sock)
-            await site.start()
+            await web.SockSite(runner, sock).start()
             stop.append(asyncio.Event())
         except BaseException as exc:
             errors.append(exc)
@@ -209,5 +213,5 @@ def serve_aiohttp(make_app: Callable[[], Any]) -> Iterator[LoopbackServer]:
         yield LoopbackServer(sock.getsockname()[1], loop)
     finally:
         loop.call_soon_threadsafe(stop[0].set)
-        thread.join(SERVER_START_TIMEOUT)
+        thread.join(SERVER_START_TIMEOUT + shutdown_timeout)
         sock.close()

@@ -32,7 +32,6 @@ The Starlette helpers ``make_app``, ``instrumented``, ``counting_jobs`` and
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import http.client
 import os
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from harness import LoopbackServer, Reply, Telemetry, _bound_socket, serve_asgi
+from harness import LoopbackServer, Reply, Telemetry, serve_aiohttp, serve_asgi
 from opentelemetry import context as context_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
@@ -226,50 +225,6 @@ def make_aiohttp_app(root: Path, probe: Any, counter: Counter) -> Any:
     return app
 
 
-@contextmanager
-def serve_aiohttp_runner(
-    make_app: Callable[[], Any], shutdown_timeout: float = 60.0
-) -> Iterator[LoopbackServer]:
-    """``harness.serve_aiohttp`` with the runner's ``shutdown_timeout`` (how
-    long a stopping server lets a running handler finish before cancelling it)."""
-    from aiohttp import web
-
-    sock = _bound_socket()
-    ready = threading.Event()
-    stop: list[asyncio.Event] = []
-    loops: list[asyncio.AbstractEventLoop] = []
-    errors: list[BaseException] = []
-
-    async def main() -> None:
-        try:
-            loops.append(asyncio.get_running_loop())
-            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            stop.append(asyncio.Event())
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-            raise
-        ready.set()
-        try:
-            await stop[0].wait()
-        finally:
-            await runner.cleanup()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    if not ready.wait(SETTLE_TIMEOUT) or errors:
-        raise RuntimeError(f"aiohttp did not start: {errors}")
-    loop = loops[0]
-    try:
-        yield LoopbackServer(sock.getsockname()[1], loop)
-    finally:
-        loop.call_soon_threadsafe(stop[0].set)
-        thread.join(SETTLE_TIMEOUT + shutdown_timeout)
-        sock.close()
-
-
 @dataclass
 class Served:
     """A running server of one framework, seen from outside."""
@@ -371,7 +326,7 @@ def serve(
             outer.callback(probe.executor.shutdown, wait=True)
             counter = Counter()
             server = server_stack.enter_context(
-                serve_aiohttp_runner(
+                serve_aiohttp(
                     lambda: make_aiohttp_app(root, probe, counter),
                     60.0 if shutdown_timeout is None else shutdown_timeout,
                 )

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +21,9 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from support import counting_jobs, instrumented, make_app, without_boundary
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 
@@ -32,50 +31,6 @@ from otel_fileresp import StarletteFileResponseInstrumentor
 RANGES = hasattr(FileResponse, "_handle_single_range")
 OPEN_SPANS = ["fileresp.open"]
 WAIT = "fileresp.threadpool.wait"
-
-
-def make_app(directory: Path) -> Starlette:
-    async def file_route(request: Any) -> FileResponse:
-        return FileResponse(os.path.join(directory, request.path_params["name"]))
-
-    return Starlette(
-        routes=[
-            Route("/file/{name}", file_route),
-            Mount("/static", StaticFiles(directory=str(directory))),
-        ]
-    )
-
-
-@contextmanager
-def instrumented(telemetry: Telemetry, **settings: Any) -> Iterator[None]:
-    instrumentor = StarletteFileResponseInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        **settings,
-    )
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
-@contextmanager
-def counting_jobs() -> Iterator[list[Any]]:
-    """Count anyio worker-thread jobs; installed before instrumenting, so it
-    sees exactly the jobs Starlette submits (ours wraps it, adding none)."""
-    original = anyio.to_thread.run_sync
-    jobs: list[Any] = []
-
-    async def counting_run_sync(func: Any, *args: Any, **kwargs: Any) -> Any:
-        jobs.append(func)
-        return await original(func, *args, **kwargs)
-
-    anyio.to_thread.run_sync = counting_run_sync
-    try:
-        yield jobs
-    finally:
-        anyio.to_thread.run_sync = original
 
 
 def the_response(telemetry: Telemetry) -> Any:
@@ -424,17 +379,6 @@ def differential_requests(server: Any) -> list[tuple[str, str, dict[str, str]]]:
         ("GET", "/file/small.txt", {"Range": "bytes=5-"}),
         ("GET", "/file/missing.txt", {}),
     ]
-
-
-def without_boundary(reply: Any) -> tuple[Any, ...]:
-    """The reply with its random multipart boundary replaced by a constant."""
-    headers, body = reply.comparable_headers(), reply.body
-    found = re.search(r"boundary=(\w+)", " ".join(v for _, v in reply.headers))
-    if found:
-        boundary = found.group(1)
-        headers = [(k, v.replace(boundary, "BOUNDARY")) for k, v in headers]
-        body = body.replace(boundary.encode(), b"BOUNDARY")
-    return reply.status, headers, body, reply.incomplete
 
 
 def run_requests(
