@@ -38,3 +38,13 @@ def files(tmp_path: Path) -> Path:
     (root / "sub").mkdir()
     (root / "sub" / "page.html").write_text("<h1>page</h1>")
     return root
+
+
+@pytest.fixture
+def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """examples/ importable, as when running from that directory; the example
+    modules are imported afresh for each test."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    yield
+    for name in ("starlette_app", "fastapi_app", "aiohttp_app", "otel_setup"):
+        sys.modules.pop(name, None)

@@ -149,11 +149,18 @@ def instrumented(
     stop_signal: signal.Signals,
     env: Mapping[str, str] | None = None,
     hidden: str | None = None,
+    *,
+    cwd: Path = APPS,
+    auto: bool = True,
+    ready_path: str = "/info",
 ) -> Iterator[Server]:
-    """Run ``opentelemetry-instrument COMMAND`` (which must serve on ``{port}``).
+    """Run ``opentelemetry-instrument COMMAND`` (which must serve on ``{port}``),
+    or COMMAND alone with ``auto=False`` (an app that sets up OpenTelemetry
+    itself), in ``cwd``, with the OTLP settings pointing at ``receiver``.
 
-    Yields once ``/info`` answers; on exit stops it with ``stop_signal`` and
-    waits (bounded) for the process and everything it started to exit.
+    Yields once ``ready_path`` answers 200; on exit stops it with
+    ``stop_signal`` and waits (bounded) for the process and everything it
+    started to exit.
     """
     port = _free_port()
     static = tmp_path / "static"
@@ -183,12 +190,13 @@ def instrumented(
     if hidden is not None:
         environ["PYTHONPATH"] = str(hide(tmp_path, hidden))
     environ.update(env or {})
-    argv = [str(BIN / "opentelemetry-instrument"), *(a.format(port=port) for a in command)]
+    launcher = [str(BIN / "opentelemetry-instrument")] if auto else []
+    argv = [*launcher, *(a.format(port=port) for a in command)]
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
-            cwd=APPS,
+            cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -197,7 +205,7 @@ def instrumented(
         )
     server = Server(process, port, log_path)
     try:
-        _wait_until_serving(server)
+        _wait_until_serving(server, ready_path)
         yield server
         _stop(server, stop_signal)
     finally:
@@ -205,13 +213,13 @@ def instrumented(
             _kill_group(process)
 
 
-def _wait_until_serving(server: Server) -> None:
+def _wait_until_serving(server: Server, ready_path: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if server.request("GET", "/info").status == 200:
+            if server.request("GET", ready_path).status == 200:
                 return
         except OSError:
             pass
