@@ -160,7 +160,7 @@ class Telemetry:
             n.METRIC_PHASE_DURATION,
             unit="s",
             description="Duration of each phase of file responses; "
-            "threadpool.wait has one point per worker-pool job.",
+            "threadpool.wait has one point per stat, lookup, open or make_response job.",
             explicit_bucket_boundaries_advisory=buckets,
         )
         self.opens = meter.create_counter(
@@ -196,7 +196,6 @@ class ResponseRecord:
     """The phases of one file response, collected while it is served."""
 
     __slots__ = (
-        "_job_waits_ns",
         "_phases",
         "_read_wait_max_ns",
         "_read_wait_total_ns",
@@ -258,7 +257,6 @@ class ResponseRecord:
         self._wait_total_ns = 0
         self._wait_max_ns = 0
         self._wait_spans: list[tuple[str, int, int]] = []
-        self._job_waits_ns: list[int] = []
         self.read_count = 0
         self._read_wait_total_ns = 0
         self._read_wait_max_ns = 0
@@ -365,15 +363,9 @@ class ResponseRecord:
         on_result: Callable[[ResponseRecord, Any], None] | None,
     ) -> None:
         try:
-            wait = started - submitted
             if self.finished:
-                # A job that outlives its response (aiohttp's deferred close).
-                self.telemetry.phase_duration.record(
-                    wait / 1e9,
-                    self.telemetry.phase_attributes(self.framework, n.PHASE_THREADPOOL_WAIT),
-                )
-                return
-            self._job_waits_ns.append(wait)
+                return  # a job that outlives its response (aiohttp's deferred close)
+            wait = started - submitted
             self._wait_total_ns += wait
             self._wait_max_ns = max(self._wait_max_ns, wait)
             if kind in _WAIT_SPAN_JOBS:
@@ -459,10 +451,13 @@ class ResponseRecord:
             telemetry.phase_duration.record(
                 (end - start) / 1e9, telemetry.phase_attributes(framework, phase)
             )
-        if self._job_waits_ns:
+        if self._wait_spans:
+            # The jobs on the response's critical path, as the wait spans; the
+            # reads' waits are summed on fileresp.send (one point per read
+            # would cost a histogram update per 64 KiB).
             wait_attributes = telemetry.phase_attributes(framework, n.PHASE_THREADPOOL_WAIT)
-            for wait in self._job_waits_ns:
-                telemetry.phase_duration.record(wait / 1e9, wait_attributes)
+            for _, submitted, started in self._wait_spans:
+                telemetry.phase_duration.record((started - submitted) / 1e9, wait_attributes)
         if self.opened:
             opened_attributes: dict[str, AttributeValue] = {n.ATTR_FRAMEWORK: framework}
             if self.status is not None:

@@ -374,3 +374,13 @@ def traced_telemetry() -> Iterator[Telemetry]:
             yield telemetry
     finally:
         telemetry.shutdown()
+
+
+def job_kinds(prefix: str, *, open_job: bool) -> list[str]:
+    """The ``fileresp.threadpool.job`` of each wait span aiohttp's jobs give."""
+    kinds = ["stat", "open"] if open_job else ["stat"]
+    if COMBINED_JOB:
+        kinds = ["make_response"]
+    if prefix == "/static" and STATIC_LOOKUP_JOB:
+        kinds.append("lookup")
+    return sorted(kinds)

@@ -44,6 +44,7 @@ from aiohttp_support import (
     drop_file_permissions,
     etag_of,
     instrumented,
+    job_kinds,
     module_site,
     only_response,
     points,
@@ -74,16 +75,6 @@ def traced(site: Site) -> Iterator[Telemetry]:
     """Instrumented for the test, after the module's app was built."""
     with traced_telemetry() as telemetry:
         yield telemetry
-
-
-def job_kinds(prefix: str, *, open_job: bool) -> list[str]:
-    """The ``fileresp.threadpool.job`` of each wait span aiohttp's jobs give."""
-    kinds = ["stat", "open"] if open_job else ["stat"]
-    if COMBINED_JOB:
-        kinds = ["make_response"]
-    if prefix == "/static" and STATIC_LOOKUP_JOB:
-        kinds.append("lookup")
-    return sorted(kinds)
 
 
 def pool_jobs(prefix: str, *, opened: bool) -> int:
