@@ -7,4 +7,4 @@ demo:
 lint:
 	python3 dev.py test -s lint
 bench:
-	python3 dev.py test -s bench
+	python3 dev.py bench

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""The project's two commands, needing only Python 3.11 and pip.
+"""The project's commands, needing only Python 3.11 and pip.
 
     python3 dev.py test    # the whole suite over the framework version matrix (nox)
     python3 dev.py demo    # real servers, real requests, printed span trees
+    python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~15 min
 
 Each command creates (or reuses) its own virtualenv under ``.venvs/``.
 Extra arguments after ``test`` go to nox, e.g. ``python3 dev.py test -s lint``
-or ``python3 dev.py test -s "tests(frameworks='latest')" -- -k aiohttp``.
+or ``python3 dev.py test -s "tests(frameworks='latest')" -- -k aiohttp``; after
+``bench`` to ``benchmarks/run.py``, e.g. ``python3 dev.py bench --quick``.
 """
 
 from __future__ import annotations
@@ -51,18 +53,28 @@ def _virtualenv(name: str, requirements: list[str]) -> Path:
     return python
 
 
+def _requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (comments dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("test", "demo"):
+    if not argv or argv[0] not in ("test", "demo", "bench"):
         print(__doc__, file=sys.stderr)
         return 2
-    if argv[0] == "test":
+    command, args = argv[0], argv[1:]
+    if command == "test":
         python = _virtualenv("nox", ["nox==2026.10.20"])
-        return subprocess.run(
-            [str(python), "-m", "nox", *argv[1:]], cwd=ROOT, check=False
-        ).returncode
-    python = _virtualenv("demo", [*DEMO_REQUIREMENTS, "-e", str(ROOT)])
-    demo = ROOT / "examples" / "demo.py"
-    return subprocess.run([str(python), str(demo), *argv[1:]], cwd=ROOT, check=False).returncode
+        run = [str(python), "-m", "nox", *args]
+    elif command == "demo":
+        python = _virtualenv("demo", [*DEMO_REQUIREMENTS, "-e", str(ROOT)])
+        run = [str(python), str(ROOT / "examples" / "demo.py"), *args]
+    else:
+        # The benchmarks import the package from this checkout.
+        python = _virtualenv("bench", _requirements(ROOT / "benchmarks" / "requirements.txt"))
+        run = [str(python), str(ROOT / "benchmarks" / "run.py"), *args]
+    return subprocess.run(run, cwd=ROOT, check=False).returncode
 
 
 if __name__ == "__main__":

@@ -1,0 +1,348 @@
+"""In-process overhead, interleaved A/B: time per response, instrumented / not.
+
+For each framework and request kind (200, 304), every round runs one batch
+of each mode below, in a shuffled order; a ratio is always taken between two
+batches of the same round, and the median over rounds is reported with its
+spread. Instrumentation is switched with ``instrument()`` / ``uninstrument()``
+between batches (outside the timed part), so the uninstrumented batches run
+the frameworks' original, unpatched code.
+
+Modes:
+
+- ``baseline``: not instrumented;
+- ``nosdk``: instrumented, no SDK (the API's default proxy providers, no-op);
+- ``noop``: instrumented with ``NoOpTracerProvider`` / ``NoOpMeterProvider``;
+- ``unsampled``: instrumented, SDK pipeline (metrics on), under a parent that
+  is not sampled: spans are not recorded, metrics are;
+- ``recording``: instrumented, SDK pipeline, sampled parent, phase spans on;
+- ``phase_off``: as ``recording`` with ``phase_spans=False``;
+- ``floor``: no app at all: the same number of bare SDK spans per response
+  as ``recording`` exported (``tracer.start_span(name, context=parent).end()``
+  with the same tracer provider and the same sampled parent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter_ns, process_time_ns
+from typing import Any
+
+from _common import (
+    SCOPE,
+    TRACEPARENT_SAMPLED,
+    TRACEPARENT_UNSAMPLED,
+    Pipeline,
+    Rounds,
+    Spread,
+    interleave,
+    sdk_pipeline,
+    table,
+    us,
+    verdict,
+)
+from drivers import FRAMEWORKS, Driver, etag_of, instrumentor_for, make_driver, requests_for
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+NON_RECORDING = ("nosdk", "noop", "unsampled")
+MODES = ("baseline", *NON_RECORDING, "recording", "phase_off", "floor")
+PATHS = ("200", "304")
+TARGET_NON_RECORDING = 1.03
+TARGET_FLOOR = 1.25
+TARGET_PHASE_OFF = 1.10
+
+
+@dataclass
+class Config:
+    rounds: int
+    batch_seconds: float
+    deadline_seconds: float
+    seed: int = 20240611
+
+
+@dataclass
+class CaseResult:
+    framework: str
+    path: str
+    batch: int
+    spans_per_response: int
+    rounds: Rounds
+
+    def seconds(self, mode: str, clock: str = "wall") -> float:
+        return self.rounds.median(mode, clock)
+
+    def ratio(self, mode: str, clock: str = "wall") -> Spread:
+        return Spread.of(self.rounds.ratios(mode, "baseline", clock))
+
+    def added(self, mode: str, clock: str = "wall") -> Spread:
+        values = self.rounds.values(clock)
+        return Spread.of([m - b for m, b in zip(values[mode], values["baseline"], strict=True)])
+
+    def added_over_floor(self, clock: str = "wall") -> Spread:
+        values = self.rounds.values(clock)
+        return Spread.of(
+            [
+                (rec - base) / floor
+                for rec, base, floor in zip(
+                    values["recording"], values["baseline"], values["floor"], strict=True
+                )
+            ]
+        )
+
+
+def _mode_kwargs(mode: str, pipeline: Pipeline) -> dict[str, Any] | None:
+    if mode == "baseline":
+        return None
+    if mode == "nosdk":
+        return {}
+    if mode == "noop":
+        return {"tracer_provider": NoOpTracerProvider(), "meter_provider": NoOpMeterProvider()}
+    kwargs: dict[str, Any] = {
+        "tracer_provider": pipeline.tracer_provider,
+        "meter_provider": pipeline.meter_provider,
+    }
+    if mode == "phase_off":
+        kwargs["phase_spans"] = False
+    return kwargs
+
+
+def _traceparent(mode: str) -> str:
+    return TRACEPARENT_UNSAMPLED if mode in ("baseline", "unsampled") else TRACEPARENT_SAMPLED
+
+
+class Case:
+    """One framework and request kind: the batches of every mode."""
+
+    def __init__(self, driver: Driver, pipeline: Pipeline, etag: str, path: str) -> None:
+        self.driver = driver
+        self.pipeline = pipeline
+        self.path = path
+        self.instrumentor = instrumentor_for(driver.framework)
+        self.requests = {
+            mode: requests_for(etag, _traceparent(mode))[path] for mode in MODES if mode != "floor"
+        }
+        self.floor_tracer = pipeline.tracer_provider.get_tracer("benchmark.floor")
+        self.floor_parent = TraceContextTextMapPropagator().extract(
+            {"traceparent": TRACEPARENT_SAMPLED}
+        )
+        self.spans_per_response = 0
+
+    async def run_mode(self, mode: str, count: int) -> tuple[float, float]:
+        if mode == "floor":
+            return self.floor(count)
+        kwargs = _mode_kwargs(mode, self.pipeline)
+        if kwargs is not None:
+            self.instrumentor.instrument(**kwargs)
+        try:
+            return await self.driver.batch(self.requests[mode], count)
+        finally:
+            # The client has the last reply before the server has finished
+            # it (aiohttp): let it finish while still instrumented.
+            await asyncio.sleep(0.005)
+            if kwargs is not None:
+                self.instrumentor.uninstrument()
+            if mode in ("recording", "phase_off", "unsampled"):
+                self.pipeline.flush()  # export now, not during the next batch
+
+    def floor(self, count: int) -> tuple[float, float]:
+        tracer = self.floor_tracer
+        parent = self.floor_parent
+        spans = self.spans_per_response
+        cpu_started = process_time_ns()
+        started = perf_counter_ns()
+        for _ in range(count):
+            for _ in range(spans):
+                tracer.start_span("bare", context=parent).end()
+        elapsed = perf_counter_ns() - started
+        cpu = process_time_ns() - cpu_started
+        self.pipeline.flush()
+        return elapsed / count / 1e9, cpu / count / 1e9
+
+    async def calibrate(self, count: int = 50) -> None:
+        """Spans per recorded response (the floor's span count)."""
+        self.pipeline.flush()
+        before = self.pipeline.spans.counts[SCOPE]
+        await self.run_mode("recording", count)
+        exported = self.pipeline.spans.counts[SCOPE] - before
+        if exported % count:
+            raise RuntimeError(f"{exported} spans for {count} responses: not a whole number each")
+        self.spans_per_response = exported // count
+
+    def batches(self, count: int) -> dict[str, Callable[[], Any]]:
+        def batch_of(mode: str) -> Callable[[], Any]:
+            return lambda: self.run_mode(mode, count)
+
+        return {mode: batch_of(mode) for mode in MODES}
+
+
+async def run_framework(
+    framework: str, root: Path, config: Config, log: Callable[[str], None]
+) -> list[CaseResult]:
+    driver = make_driver(framework, root)
+    pipeline = sdk_pipeline()
+    await driver.start()
+    results = []
+    try:
+        etag = await etag_of(driver, TRACEPARENT_UNSAMPLED)
+        for path in PATHS:
+            case = Case(driver, pipeline, etag, path)
+            await case.calibrate()
+            # Warm every mode, then size the batches from the baseline's speed.
+            for mode in MODES:
+                await case.run_mode(mode, 20)
+            per_response, _ = await case.run_mode("baseline", 200)
+            count = max(50, int(config.batch_seconds / per_response))
+            log(
+                f"  {framework} {path}: {count} responses per batch, "
+                f"{case.spans_per_response} spans per recorded response"
+            )
+            deadline = time.monotonic() + config.deadline_seconds
+            rounds = await interleave(case.batches(count), config.rounds, config.seed, deadline)
+            results.append(CaseResult(framework, path, count, case.spans_per_response, rounds))
+    finally:
+        await driver.stop()
+        pipeline.shutdown()
+    return results
+
+
+def run(root: Path, config: Config, log: Callable[[str], None]) -> list[CaseResult]:
+    # instrument() is called once per batch with the same meter provider: the
+    # SDK warns that the instruments exist already (they are reused).
+    logging.getLogger("opentelemetry.sdk.metrics").setLevel(logging.ERROR)
+    results: list[CaseResult] = []
+    for framework in FRAMEWORKS:
+        results.extend(asyncio.run(run_framework(framework, root, config, log)))
+    return results
+
+
+# -- report ----------------------------------------------------------------
+
+
+def report(results: list[CaseResult]) -> tuple[str, list[tuple[str, str, bool]]]:
+    """The summary tables, the raw per-round tables, and the targets checked
+    (on wall time, as the targets are stated; CPU time is shown beside it)."""
+    checks: list[tuple[str, str, bool]] = []
+    rows = []
+    for result in results:
+        for mode in MODES:
+            if mode in ("baseline", "floor"):
+                continue
+            wall = result.ratio(mode)
+            cpu = result.ratio(mode, "cpu")
+            target = ""
+            if mode in NON_RECORDING:
+                met = wall.median <= TARGET_NON_RECORDING
+                target = f"<= {TARGET_NON_RECORDING}: {verdict(met)}"
+                checks.append(
+                    (
+                        f"non-recording ({mode}) {result.framework} {result.path}",
+                        f"{wall.median:.3f}",
+                        met,
+                    )
+                )
+            elif mode == "phase_off" and result.path == "200":
+                met = wall.median <= TARGET_PHASE_OFF
+                target = f"<= {TARGET_PHASE_OFF}: {verdict(met)}"
+                checks.append(
+                    (f"phase spans off {result.framework} 200", f"{wall.median:.3f}", met)
+                )
+            rows.append(
+                [
+                    result.framework,
+                    result.path,
+                    mode,
+                    us(result.seconds("baseline")),
+                    us(result.seconds(mode)),
+                    wall.ratio_text(),
+                    us(result.added(mode).median),
+                    f"{cpu.median:.3f} ({cpu.p25:.3f}-{cpu.p75:.3f})",
+                    us(result.added(mode, "cpu").median),
+                    target,
+                ]
+            )
+    summary = table(
+        [
+            "framework",
+            "response",
+            "mode",
+            "baseline us",
+            "mode us",
+            "wall ratio: median (IQR, range, rounds)",
+            "wall added us",
+            "CPU ratio (IQR)",
+            "CPU added us",
+            "target (wall)",
+        ],
+        rows,
+    )
+    floor_rows = []
+    for result in results:
+        over = result.added_over_floor()
+        over_cpu = result.added_over_floor("cpu")
+        met = over.median <= TARGET_FLOOR
+        checks.append(
+            (
+                f"recording added / SDK floor {result.framework} {result.path}",
+                f"{over.median:.2f}",
+                met,
+            )
+        )
+        floor_rows.append(
+            [
+                result.framework,
+                result.path,
+                result.spans_per_response,
+                us(result.added("recording").median),
+                us(Spread.of(result.rounds.wall["floor"]).median),
+                over.ratio_text(),
+                f"{over_cpu.median:.2f} ({over_cpu.p25:.2f}-{over_cpu.p75:.2f})",
+                f"<= {TARGET_FLOOR}: {verdict(met)}",
+            ]
+        )
+    floor_table = table(
+        [
+            "framework",
+            "response",
+            "spans/resp",
+            "added us (recording - baseline)",
+            "floor us (bare SDK spans)",
+            "added / floor, wall: median (IQR, range, rounds)",
+            "added / floor, CPU (IQR)",
+            "target (wall)",
+        ],
+        floor_rows,
+    )
+    raw_parts = []
+    for result in results:
+        raw_rows = []
+        for index, order in enumerate(result.rounds.orders):
+            raw_rows.append(
+                [
+                    index + 1,
+                    *[
+                        f"{us(result.rounds.wall[m][index])} / {us(result.rounds.cpu[m][index])}"
+                        for m in MODES
+                    ],
+                    " ".join(order),
+                ]
+            )
+        raw_parts.append(
+            f"{result.framework} {result.path}: {result.batch} responses per batch; "
+            "wall us / CPU us per response\n\n" + table(["round", *MODES, "order run"], raw_rows)
+        )
+    text = (
+        "Time per response; every ratio is between two batches of the same round:\n\n"
+        + summary
+        + "\n\nRecording: time added per response against the same number of bare SDK "
+        "spans (same provider, same sampled parent) in the same round:\n\n"
+        + floor_table
+        + "\n\nRaw rounds:\n\n"
+        + "\n\n".join(raw_parts)
+    )
+    return text, checks

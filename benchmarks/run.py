@@ -1,0 +1,192 @@
+"""Overhead benchmarks of otel_fileresp: one command, one process run.
+
+    python3 dev.py bench                # from a fresh clone: own virtualenv, full run
+    python benchmarks/run.py            # full run (about 15 minutes on 2 cores)
+    python benchmarks/run.py --quick    # routine run (about 3 minutes)
+
+Sections (``--only`` picks some, comma-separated):
+
+- ``micro``: in-process time per response, instrumented / not, interleaved
+  A/B rounds, both frameworks, 200 and 304, non-recording, recording,
+  phase spans off, and the bare-SDK-span floor (``micro.py``);
+- ``breakdown``: where the recording cost goes inside ``finish()``
+  (``breakdown.py``);
+- ``work``: worker-pool jobs, file-system calls and Python function calls per
+  response, instrumented / not (``work.py``);
+- ``e2e``: uvicorn + contrib ASGI middleware and aiohttp + contrib
+  aiohttp-server under 16 keep-alive connections on loopback, servers in
+  their own processes, plus stat/open/read system calls per response with
+  ``strace -f -c`` when strace is installed (``e2e.py``);
+- ``memory``: RSS and open descriptors over 100 000 responses (5 000 with
+  ``--quick``) (``memory.py``).
+
+Everything is bounded in count and in time, and talks to 127.0.0.1 only.
+``--markdown FILE`` also writes the report to FILE. Needs the packages of
+``benchmarks/requirements.txt``; the package itself is imported from this
+checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
+
+from _common import environment, loadavg, make_site, table  # noqa: E402
+
+SECTIONS = ("micro", "breakdown", "work", "e2e", "memory")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and responses")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument("--rounds", type=int, help="A/B rounds (micro; default 31, quick 9)")
+    parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="end to end: the Python load generator even when wrk is installed",
+    )
+    parser.add_argument(
+        "--e2e-seconds", type=float, help="end to end: seconds per load batch (2, quick 1)"
+    )
+    parser.add_argument(
+        "--memory-responses", type=int, help="memory: responses (100000, quick 5000)"
+    )
+    parser.add_argument(
+        "--memory-baseline",
+        action="store_true",
+        help="memory: also run without instrumentation, for reference",
+    )
+    parser.add_argument(
+        "--wait-for-quiet",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for a 1-minute load average below 0.5",
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    return parser
+
+
+def _wait_for_quiet(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.getloadavg()[0] < 0.5:
+            return
+        time.sleep(5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
+    quick = args.quick
+    # instrument() runs once per batch with the same meter provider: the SDK
+    # warns that the instruments exist already (they are reused).
+    logging.getLogger("opentelemetry.sdk.metrics").setLevel(logging.ERROR)
+    if args.wait_for_quiet:
+        _wait_for_quiet(args.wait_for_quiet)
+
+    parts: list[str] = []
+    checks: list[tuple[str, str, bool]] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        parts.append(text)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    env = environment()
+    emit("# otel_fileresp overhead benchmarks\n")
+    emit("\n".join(f"- {key}: {value}" for key, value in env.items()))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fileresp-bench-") as tmp:
+        root = make_site(Path(tmp) / "static")
+        if "micro" in sections:
+            import micro
+
+            rounds = args.rounds or (9 if quick else 31)
+            config = micro.Config(
+                rounds=rounds,
+                batch_seconds=0.03 if quick else 0.05,
+                deadline_seconds=20 if quick else 120,
+            )
+            log(f"micro: up to {rounds} rounds per case")
+            text, found = micro.report(micro.run(root, config, log))
+            emit("\n## In-process overhead (interleaved A/B)\n\n" + micro.__doc__.strip())
+            emit("\n" + text)
+            checks += found
+        if "breakdown" in sections:
+            import breakdown
+
+            log("breakdown")
+            result = breakdown.run(
+                rounds=7 if quick else 21,
+                count=200 if quick else 400,
+                seed=11,
+                deadline_seconds=20 if quick else 90,
+            )
+            emit("\n## Where the recording cost goes\n\n" + breakdown.__doc__.strip())
+            emit("\n" + breakdown.report(result))
+        if "work" in sections:
+            import work
+
+            log("work")
+            text, found = work.report(work.run(root, 20 if quick else 100))
+            emit("\n## No extra work (in-process counts)\n\n" + work.__doc__.strip())
+            emit("\n" + text)
+            checks += found
+        if "e2e" in sections:
+            import e2e
+
+            log("e2e")
+            syscall_requests = 50 if quick else 200
+            results, syscalls = e2e.run(
+                root,
+                rounds=5 if quick else 7,
+                duration=args.e2e_seconds or (1.0 if quick else 2.0),
+                max_requests=1_000_000,
+                use_wrk=not args.python_load,
+                paths=("200", "304"),
+                log=log,
+                syscall_requests=syscall_requests,
+            )
+            text, found = e2e.report(results, syscalls, syscall_requests)
+            emit("\n## End to end under load\n\n" + e2e.__doc__.strip())
+            emit("\n" + text)
+            checks += found
+        if "memory" in sections:
+            import memory
+
+            responses = args.memory_responses or (5_000 if quick else 100_000)
+            log(f"memory: {responses} responses per framework")
+            results_memory = memory.run(
+                root, responses, args.memory_baseline, 300 if quick else 900, log
+            )
+            text, found = memory.report(results_memory)
+            emit("\n## Memory and descriptors\n\n" + memory.__doc__.strip())
+            emit("\n" + text)
+            checks += found
+    emit(
+        f"\n## Targets\n\nRun took {time.monotonic() - started:.0f} s; load average at the "
+        f"end (1/5/15 min): {loadavg()}.\n\n"
+        + table(["target", "figure", "met"], [[n, f, "yes" if m else "NO"] for n, f, m in checks])
+    )
+    if args.markdown:
+        args.markdown.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
