@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 SERVER_START_TIMEOUT = 10.0
+SERVER_FINISH_TIMEOUT = 2.0
 SPAN_WAIT_TIMEOUT = 5.0
 
 
@@ -126,9 +127,11 @@ class LoopbackServer:
             connection.request(method, path, headers=dict(headers or {}))
             response = connection.getresponse()
             try:
-                return Reply(response.status, response.getheaders(), response.read())
+                reply = Reply(response.status, response.getheaders(), response.read())
             except http.client.IncompleteRead as exc:
                 return Reply(response.status, response.getheaders(), exc.partial, True)
+            _let_the_server_finish(connection)
+            return reply
         finally:
             connection.close()
 
@@ -139,6 +142,28 @@ class LoopbackServer:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(SERVER_START_TIMEOUT)
+
+
+def _let_the_server_finish(connection: http.client.HTTPConnection) -> None:
+    """Half-close the connection and wait (bounded) for the server to close it.
+
+    A client that closes right after the last body byte races the server,
+    which may still be finishing the response (aiohttp 3.9 drains the
+    connection in ``write_eof`` after ``sendfile``, and fails with
+    ``ConnectionResetError`` if the peer is already gone). The tests want the
+    responses to end as they do for a patient client: the server sees the
+    end of the request stream, finishes, and closes.
+    """
+    sock = connection.sock
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(SERVER_FINISH_TIMEOUT)
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass  # closed or reset already, or slow: nothing more to wait for
 
 
 @contextmanager
