@@ -46,9 +46,24 @@ from typing import Any, Final, TypeVar
 from opentelemetry import context as context_api
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeter
+from opentelemetry.trace import (
+    NoOpTracer,
+    ProxyTracer,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
 from opentelemetry.util.types import AttributeValue
+
+try:  # the API's proxy meter, live once a provider is set (private in the API)
+    from opentelemetry.metrics._internal import _ProxyMeter
+except ImportError:  # pragma: no cover - a future API without it
+
+    class _ProxyMeter:  # type: ignore[no-redef]
+        """Stands in for the API's proxy meter: no meter is one."""
+
 
 from otel_fileresp import _names as n
 from otel_fileresp._pools import PoolGauges
@@ -129,6 +144,7 @@ class Telemetry:
     __slots__ = (
         "_phase_attributes",
         "duration",
+        "meter",
         "opens",
         "phase_duration",
         "pools",
@@ -146,7 +162,7 @@ class Telemetry:
         self.tracer = trace.get_tracer(
             n.INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL
         )
-        meter = metrics.get_meter(
+        self.meter = meter = metrics.get_meter(
             n.INSTRUMENTATION_NAME, __version__, meter_provider, schema_url=SCHEMA_URL
         )
         buckets = list(n.DURATION_BUCKETS)
@@ -186,10 +202,31 @@ class Telemetry:
         parent: context_api.Context | None = None,
         started_ns: int | None = None,
     ) -> ResponseRecord | None:
-        """A new record, or None when instrumentation is suppressed here."""
-        if not is_instrumentation_enabled():
+        """A new record, or None when instrumentation is suppressed here, or
+        when nothing could record it (no SDK, or no-op providers)."""
+        if not is_instrumentation_enabled() or self.inert():
             return None
         return ResponseRecord(self, framework, parent, started_ns)
+
+    def inert(self) -> bool:
+        """True while both the tracer and the meter are no-ops.
+
+        Without an SDK (the API's proxies before any provider is set) or with
+        ``NoOpTracerProvider``/``NoOpMeterProvider``, a record would produce
+        nothing, so none is made: the hooks then only call through. A proxy
+        becomes live as soon as a provider is set, so this is asked for each
+        response (a few attribute reads).
+        """
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            tracer = getattr(tracer, "_tracer", tracer)
+        if not isinstance(tracer, NoOpTracer):
+            return False
+        meter = self.meter
+        if isinstance(meter, _ProxyMeter):
+            real = getattr(meter, "_real_meter", meter)
+            return real is None or isinstance(real, NoOpMeter)
+        return isinstance(meter, NoOpMeter)
 
 
 class ResponseRecord:
