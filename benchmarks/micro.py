@@ -10,10 +10,15 @@ the frameworks' original, unpatched code.
 Modes:
 
 - ``baseline``: not instrumented;
+- ``baseline_again``: not instrumented either, a second batch in the same
+  round: its ratio to ``baseline`` (an A/A comparison) is the resolution of
+  this machine, against which the other ratios are read;
 - ``nosdk``: instrumented, no SDK (the API's default proxy providers, no-op);
 - ``noop``: instrumented with ``NoOpTracerProvider`` / ``NoOpMeterProvider``;
 - ``unsampled``: instrumented, SDK pipeline (metrics on), under a parent that
   is not sampled: spans are not recorded, metrics are;
+- ``unsampled_nometrics``: as ``unsampled`` with ``NoOpMeterProvider``: the
+  cost of the tracing side alone when the trace is not sampled;
 - ``recording``: instrumented, SDK pipeline, sampled parent, phase spans on;
 - ``phase_off``: as ``recording`` with ``phase_spans=False``;
 - ``floor``: no app at all: the same number of bare SDK spans per response
@@ -50,8 +55,8 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-NON_RECORDING = ("nosdk", "noop", "unsampled")
-MODES = ("baseline", *NON_RECORDING, "recording", "phase_off", "floor")
+NON_RECORDING = ("nosdk", "noop", "unsampled", "unsampled_nometrics")
+MODES = ("baseline", "baseline_again", *NON_RECORDING, "recording", "phase_off", "floor")
 PATHS = ("200", "304")
 TARGET_NON_RECORDING = 1.03
 TARGET_FLOOR = 1.25
@@ -97,7 +102,7 @@ class CaseResult:
 
 
 def _mode_kwargs(mode: str, pipeline: Pipeline) -> dict[str, Any] | None:
-    if mode == "baseline":
+    if mode in ("baseline", "baseline_again"):
         return None
     if mode == "nosdk":
         return {}
@@ -109,11 +114,14 @@ def _mode_kwargs(mode: str, pipeline: Pipeline) -> dict[str, Any] | None:
     }
     if mode == "phase_off":
         kwargs["phase_spans"] = False
+    if mode == "unsampled_nometrics":
+        kwargs["meter_provider"] = NoOpMeterProvider()
     return kwargs
 
 
 def _traceparent(mode: str) -> str:
-    return TRACEPARENT_UNSAMPLED if mode in ("baseline", "unsampled") else TRACEPARENT_SAMPLED
+    unsampled = ("baseline", "baseline_again", "unsampled", "unsampled_nometrics")
+    return TRACEPARENT_UNSAMPLED if mode in unsampled else TRACEPARENT_SAMPLED
 
 
 class Case:
@@ -147,7 +155,7 @@ class Case:
             await asyncio.sleep(0.005)
             if kwargs is not None:
                 self.instrumentor.uninstrument()
-            if mode in ("recording", "phase_off", "unsampled"):
+            if mode not in ("baseline", "baseline_again", "nosdk", "noop"):
                 self.pipeline.flush()  # export now, not during the next batch
 
     def floor(self, count: int) -> tuple[float, float]:

@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds = args.rounds or (9 if quick else 31)
             config = micro.Config(
                 rounds=rounds,
-                batch_seconds=0.03 if quick else 0.05,
-                deadline_seconds=20 if quick else 120,
+                batch_seconds=0.03 if quick else 0.12,
+                deadline_seconds=20 if quick else 240,
             )
             log(f"micro: up to {rounds} rounds per case")
             text, found = micro.report(micro.run(root, config, log))
