@@ -268,6 +268,8 @@ class _AiohttpHooks(Hooks):
         # Started here, in the handler: the request's span is current.
         record = telemetry.start_record(n.FRAMEWORK_AIOHTTP)
         if record is None:
+            if telemetry.inert():
+                return None  # nothing records: the job stays as it is
             return _in_context(context_api.get_current(), fn)  # suppressed
         if fn_args and isinstance(fn_args[0], pathlib.PurePath):
             # The path asked for: named even when the lookup answers 403/404
