@@ -15,6 +15,11 @@ framework does, under our wrappers) and removed after:
   ``threading.setprofile``, so worker threads started for this section count
   too) counting ``call`` events: a deterministic measure of the Python work
   added, immune to the machine's noise.
+
+Modes: ``off`` (not instrumented), ``nosdk`` (instrumented, no SDK),
+``unsampled_nometrics`` (SDK tracer, no-op meter, unsampled parent),
+``unsampled`` (SDK tracer and meter, unsampled parent) and ``recording``
+(sampled parent); the SDK's own calls count too.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ import anyio.to_thread
 from _common import TRACEPARENT_SAMPLED, TRACEPARENT_UNSAMPLED, sdk_pipeline, table
 from drivers import FRAMEWORKS, AiohttpDriver, StarletteDriver, etag_of, instrumentor_for
 from drivers import requests_for as make_requests
+from opentelemetry.metrics import NoOpMeterProvider
 
 KINDS = ("200", "304", "HEAD", "Range")
-MODES = ("off", "nosdk", "recording")
+MODES = ("off", "nosdk", "unsampled_nometrics", "unsampled", "recording")
 FS_CALLS = ("os.stat", "os.lstat", "os.fstat", "open")
 
 
@@ -166,13 +172,16 @@ async def _run_framework(framework: str, root: Path, responses: int) -> list[Cel
             for mode in MODES:
                 traceparent = TRACEPARENT_SAMPLED if mode == "recording" else TRACEPARENT_UNSAMPLED
                 request = make_requests(etag, traceparent)[kind]
+                sdk = {
+                    "tracer_provider": pipeline.tracer_provider,
+                    "meter_provider": pipeline.meter_provider,
+                }
                 kwargs: dict[str, Any] | None = {
                     "off": None,
                     "nosdk": {},
-                    "recording": {
-                        "tracer_provider": pipeline.tracer_provider,
-                        "meter_provider": pipeline.meter_provider,
-                    },
+                    "unsampled_nometrics": {**sdk, "meter_provider": NoOpMeterProvider()},
+                    "unsampled": sdk,
+                    "recording": sdk,
                 }[mode]
                 if kwargs is not None:
                     instrumentor.instrument(**kwargs)
