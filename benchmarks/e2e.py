@@ -80,14 +80,19 @@ def server(framework: str, variant: str, root: Path, max_seconds: float) -> Iter
         )
     finally:
         assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(START_TIMEOUT)
+        process.stdin.close()  # the server's signal to exit
+        _reap(process)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Wait for a process told to exit; kill it if it does not in time."""
+    try:
+        process.wait(START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(START_TIMEOUT)
 
 
 # -- load generators --------------------------------------------------------
@@ -343,12 +348,8 @@ def _strace_once(srv: Server, request: Request, count: int) -> dict[str, int]:
             wrong = asyncio.run(_sequential(srv.port, request, count))
             time.sleep(0.3)  # the deferred close jobs (aiohttp) run
         finally:
-            tracer.send_signal(signal.SIGINT)
-            try:
-                tracer.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                tracer.kill()
-                tracer.wait(START_TIMEOUT)
+            tracer.send_signal(signal.SIGINT)  # strace writes its summary and detaches
+            _reap(tracer)
             if tracer.stderr is not None:
                 tracer.stderr.close()
         if wrong:
