@@ -319,12 +319,16 @@ class _AiohttpHooks(Hooks):
         except Exception:
             log_once("aiohttp.init", "failed to note the trace context of a FileResponse")
 
-    async def prepare(
+    # ``prepare`` and ``sendfile`` are wrapped by plain functions returning the
+    # awaitable: aiohttp's own coroutine when nothing records (no extra frame
+    # for every resumption), else ours.
+
+    def prepare(
         self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
+    ) -> Awaitable[Any]:
         record = self._start(instance, args, kwargs)
         if record is None:
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
 
         def read_final_state(record: ResponseRecord) -> None:
             # The status aiohttp sent, if it sent one: when prepare raises
@@ -337,9 +341,7 @@ class _AiohttpHooks(Hooks):
                 _decide_precondition(record, headers, None, perf_counter_ns())
                 _note_range_ignored(record, headers)
 
-        return await run_as_current(
-            record, wrapped, *args, before_finish=read_final_state, **kwargs
-        )
+        return run_as_current(record, wrapped, *args, before_finish=read_final_state, **kwargs)
 
     def _start(self, response: Any, args: Any, kwargs: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
@@ -425,21 +427,28 @@ class _AiohttpHooks(Hooks):
 
         return decided
 
-    async def sendfile(
+    def sendfile(
         self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
+    ) -> Awaitable[Any]:
         record = current_record()
         if record is None or self.telemetry is None:
-            return await wrapped(*args, **kwargs)
-        started = perf_counter_ns()
-        record.transfer = n.TRANSFER_SENDFILE
-        try:
-            writer = await wrapped(*args, **kwargs)
-            record.bytes_sent += args[3] if len(args) > 3 else kwargs["count"]
-            return writer
-        finally:
-            record.body_done_ns = ended = perf_counter_ns()
-            record.mark_phase(n.PHASE_SEND, started, ended)
+            return wrapped(*args, **kwargs)
+        return _timed_sendfile(record, wrapped, args, kwargs)
+
+
+async def _timed_sendfile(
+    record: ResponseRecord, wrapped: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+) -> Any:
+    """``loop.sendfile``, as the send phase of ``record``."""
+    started = perf_counter_ns()
+    record.transfer = n.TRANSFER_SENDFILE
+    try:
+        writer = await wrapped(*args, **kwargs)
+        record.bytes_sent += args[3] if len(args) > 3 else kwargs["count"]
+        return writer
+    finally:
+        record.body_done_ns = ended = perf_counter_ns()
+        record.mark_phase(n.PHASE_SEND, started, ended)
 
 
 class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):

@@ -152,27 +152,31 @@ class _StarletteHooks(Hooks):
             return wrapped(*args, **kwargs)
         return wrapped(job, *args[1:], **kwargs)
 
-    async def static_files_call(
+    # The two ASGI entry points are plain functions returning the awaitable:
+    # the framework's own coroutine when nothing records (no extra frame for
+    # every resumption of the request), else ``run_as_current``'s.
+
+    def static_files_call(
         self, wrapped: Callable[..., Awaitable[None]], instance: Any, args: Any, kwargs: Any
-    ) -> None:
+    ) -> Awaitable[None]:
         record = self._start(args, kwargs, None)
         if record is None:
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
         scope, receive, send = _asgi_arguments(*args, **kwargs)
-        return await run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
+        return run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
-    async def file_response_call(
+    def file_response_call(
         self, wrapped: Callable[..., Awaitable[None]], instance: Any, args: Any, kwargs: Any
-    ) -> None:
+    ) -> Awaitable[None]:
         outer = current_record()
         if outer is not None and outer.body_done_ns is None:
             # Served by StaticFiles, whose record (and send observer) covers it.
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
         record = self._start(args, kwargs, instance)
         if record is None:
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
         scope, receive, send = _asgi_arguments(*args, **kwargs)
-        return await run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
+        return run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
     def _start(self, args: Any, kwargs: Any, response: Any) -> ResponseRecord | None:
         telemetry = self.telemetry

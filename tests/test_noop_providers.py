@@ -21,7 +21,7 @@ import pytest
 from harness import Telemetry
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
-from support import FRAMEWORKS, responses, serve, without_boundary
+from support import FRAMEWORKS, INSTRUMENTORS, responses, serve, without_boundary
 
 from otel_fileresp import _core
 
@@ -142,3 +142,46 @@ def test_api_proxies_become_live_when_a_provider_is_set(provider: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]
+
+
+def _entry_points(framework: str, root: Path) -> list[tuple[Any, Any]]:
+    """(patched coroutine method, bound to an object), for each async entry point."""
+    if framework == "starlette":
+        from starlette.responses import FileResponse
+        from starlette.staticfiles import StaticFiles
+
+        return [
+            (StaticFiles.__call__, StaticFiles(directory=root)),
+            (FileResponse.__call__, FileResponse(root / "a.txt")),
+        ]
+    from aiohttp import web
+
+    return [(web.FileResponse.prepare, web.FileResponse(root / "a.txt"))]
+
+
+def _arguments(framework: str) -> tuple[Any, ...]:
+    if framework == "starlette":
+        scope = {"type": "http", "method": "GET", "path": "/a.txt", "headers": []}
+        return (scope, None, None)
+    return (object(),)  # never read: nothing records
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_nothing_recording_leaves_the_framework_coroutine(framework: str, root: Path) -> None:
+    """With no-op providers, calling a patched entry point gives the framework's
+    own coroutine: no coroutine of ours is interposed, so no frame is added to
+    every resumption of the request."""
+    instrumentor = INSTRUMENTORS[framework]()
+    instrumentor.instrument(
+        tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+    )
+    try:
+        for method, owner in _entry_points(framework, root):
+            assert hasattr(method, "__wrapped__"), "not instrumented"
+            coroutine = method(owner, *_arguments(framework))
+            try:
+                assert coroutine.cr_code is method.__wrapped__.__code__
+            finally:
+                coroutine.close()
+    finally:
+        instrumentor.uninstrument()
