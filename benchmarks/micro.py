@@ -67,10 +67,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+BASELINES = ("baseline", "baseline_again")  # not instrumented
 NON_RECORDING = ("nosdk", "noop", "unsampled", "unsampled_nometrics")
 RECORDING = ("recording", "phase_off", "recording_nometrics", "recording_noprocessor")
 FLOORS = ("floor", "floor_noprocessor")
-MODES = ("baseline", "baseline_again", *NON_RECORDING, *RECORDING, *FLOORS)
+MODES = (*BASELINES, *NON_RECORDING, *RECORDING, *FLOORS)
 PATHS = ("200", "304")
 TARGET_NON_RECORDING = 1.03
 TARGET_FLOOR = 1.25
@@ -120,7 +121,7 @@ class CaseResult:
 def _mode_kwargs(
     mode: str, pipeline: Pipeline, processorless: TracerProvider
 ) -> dict[str, Any] | None:
-    if mode in ("baseline", "baseline_again"):
+    if mode in BASELINES:
         return None
     if mode == "nosdk":
         return {}
@@ -140,7 +141,7 @@ def _mode_kwargs(
 
 
 def _traceparent(mode: str) -> str:
-    unsampled = ("baseline", "baseline_again", "unsampled", "unsampled_nometrics")
+    unsampled = (*BASELINES, "unsampled", "unsampled_nometrics")
     return TRACEPARENT_UNSAMPLED if mode in unsampled else TRACEPARENT_SAMPLED
 
 
@@ -182,7 +183,7 @@ class Case:
             await asyncio.sleep(0.005)
             if kwargs is not None:
                 self.instrumentor.uninstrument()
-            if mode not in ("baseline", "baseline_again", "nosdk", "noop"):
+            if mode not in (*BASELINES, "nosdk", "noop"):
                 self.pipeline.flush()  # export now, not during the next batch
 
     def floor(self, mode: str, count: int) -> tuple[float, float]:
