@@ -108,9 +108,9 @@ def log_once(key: str, message: str) -> None:
     _logger.warning("otel_fileresp: %s", message, exc_info=True)
 
 
-def current_record() -> ResponseRecord | None:
-    """The record of the file response being served in this context, if any."""
-    return _CURRENT.get()
+# The record of the file response being served in this context, if any (the
+# context variable's own getter: no Python frame in the hooks' hot path).
+current_record: Final[Callable[[], ResponseRecord | None]] = _CURRENT.get
 
 
 def classify_io_job(fn: Callable[..., Any]) -> str:
@@ -142,6 +142,7 @@ class Telemetry:
     """Tracer, instruments and settings of one instrumentor."""
 
     __slots__ = (
+        "_live",
         "_phase_attributes",
         "duration",
         "meter",
@@ -187,6 +188,7 @@ class Telemetry:
         # Worker-pool occupancy gauges; the framework modules note each pool.
         self.pools = PoolGauges(meter)
         self._phase_attributes: dict[tuple[str, str], Mapping[str, AttributeValue]] = {}
+        self._live = False
 
     def phase_attributes(self, framework: str, phase: str) -> Mapping[str, AttributeValue]:
         key = (framework, phase)
@@ -204,7 +206,7 @@ class Telemetry:
     ) -> ResponseRecord | None:
         """A new record, or None when instrumentation is suppressed here, or
         when nothing could record it (no SDK, or no-op providers)."""
-        if not is_instrumentation_enabled() or self.inert():
+        if self.inert() or not is_instrumentation_enabled():
             return None
         return ResponseRecord(self, framework, parent, started_ns)
 
@@ -215,18 +217,20 @@ class Telemetry:
         ``NoOpTracerProvider``/``NoOpMeterProvider``, a record would produce
         nothing, so none is made: the hooks then only call through. A proxy
         becomes live as soon as a provider is set, so this is asked for each
-        response (a few attribute reads).
+        response (a few attribute reads) until the answer is no, which is final.
         """
+        if self._live:
+            return False
         tracer = self.tracer
         if isinstance(tracer, ProxyTracer):
             tracer = getattr(tracer, "_tracer", tracer)
-        if not isinstance(tracer, NoOpTracer):
-            return False
         meter = self.meter
         if isinstance(meter, _ProxyMeter):
-            real = getattr(meter, "_real_meter", meter)
-            return real is None or isinstance(real, NoOpMeter)
-        return isinstance(meter, NoOpMeter)
+            meter = getattr(meter, "_real_meter", meter)
+        if isinstance(tracer, NoOpTracer) and (meter is None or isinstance(meter, NoOpMeter)):
+            return True
+        self._live = True  # a proxy, once live, stays live
+        return False
 
 
 class ResponseRecord:

@@ -110,6 +110,8 @@ _STAT_METHODS = ("_get_file_path_stat_encoding", "_get_file_path_stat_and_gzip")
 _RECORD_ATTRIBUTE = "_otel_fileresp_record"
 _PARENT_ATTRIBUTE = "_otel_fileresp_parent"
 _SUPPRESSED_ATTRIBUTE = "_otel_fileresp_suppressed"
+# The StaticResource method a static route (aiohttp 3.10+) submits as its lookup job.
+_STATIC_RESOLVER = "_resolve_path_to_response"
 # make_response results (aiohttp 3.11.10+ `_FileResponseResult` member names).
 _MAKE_RESPONSE_RESULTS = {
     "NOT_MODIFIED": n.PRECONDITION_NOT_MODIFIED,
@@ -224,19 +226,17 @@ class _AiohttpHooks(Hooks):
     file_response_type: type[Any] = type(None)
     static_resource_type: type[Any] = type(None)
 
-    def _is_static_resolver(self, fn: Any) -> bool:
-        return getattr(fn, "__name__", None) == "_resolve_path_to_response" and isinstance(
-            getattr(fn, "__self__", None), self.static_resource_type
-        )
-
     def submit(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
         telemetry = self.telemetry
         if telemetry is None or not args:
             return wrapped(*args, **kwargs)
+        record = current_record()
+        if record is None and getattr(args[0], "__name__", None) != _STATIC_RESOLVER:
+            return wrapped(*args, **kwargs)  # not a file response's job: as cheap as can be
         try:
-            job = self._job(telemetry, args)
+            job = self._job(telemetry, record, args)
         except Exception:
             log_once("aiohttp.submit", "failed to wrap an executor job")
             job = None
@@ -246,12 +246,13 @@ class _AiohttpHooks(Hooks):
             return wrapped(*args, **kwargs)
         return wrapped(job, *args[1:], **kwargs)
 
-    def _job(self, telemetry: Telemetry, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+    def _job(
+        self, telemetry: Telemetry, record: ResponseRecord | None, args: tuple[Any, ...]
+    ) -> Callable[..., Any] | None:
         """The callable to submit in place of ``args[0]``, or None to leave it."""
         fn = args[0]
-        record = current_record()
         if record is None:
-            if self._is_static_resolver(fn):
+            if isinstance(getattr(fn, "__self__", None), self.static_resource_type):
                 return self._static_lookup_job(telemetry, fn, args[1:])
             return None
         if record.framework != n.FRAMEWORK_AIOHTTP or record.finished:
@@ -265,11 +266,11 @@ class _AiohttpHooks(Hooks):
     def _static_lookup_job(
         self, telemetry: Telemetry, fn: Callable[..., Any], fn_args: tuple[Any, ...]
     ) -> Callable[..., Any] | None:
+        if telemetry.inert():
+            return None  # nothing records: the job stays as it is
         # Started here, in the handler: the request's span is current.
         record = telemetry.start_record(n.FRAMEWORK_AIOHTTP)
         if record is None:
-            if telemetry.inert():
-                return None  # nothing records: the job stays as it is
             return _in_context(context_api.get_current(), fn)  # suppressed
         if fn_args and isinstance(fn_args[0], pathlib.PurePath):
             # The path asked for: named even when the lookup answers 403/404
@@ -303,9 +304,12 @@ class _AiohttpHooks(Hooks):
 
     def init(self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
-        if self.telemetry is None:
+        telemetry = self.telemetry
+        if telemetry is None:
             return
         try:
+            if telemetry.inert():
+                return  # nothing records (prepare() asks again)
             record = current_record()
             if record is not None and record.framework == n.FRAMEWORK_AIOHTTP:
                 # Built by a static route's lookup job: that record is this response's.
@@ -345,7 +349,7 @@ class _AiohttpHooks(Hooks):
 
     def _start(self, response: Any, args: Any, kwargs: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
-        if telemetry is None or current_record() is not None:
+        if telemetry is None or telemetry.inert() or current_record() is not None:
             return None
         try:
             if vars(response).pop(_SUPPRESSED_ATTRIBUTE, False):

@@ -180,7 +180,7 @@ class _StarletteHooks(Hooks):
 
     def _start(self, args: Any, kwargs: Any, response: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
-        if telemetry is None:
+        if telemetry is None or telemetry.inert():
             return None
         try:
             scope = _asgi_arguments(*args, **kwargs)[0]
