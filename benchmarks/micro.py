@@ -40,9 +40,10 @@ takes ``finish()`` apart in isolation):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns, process_time_ns
@@ -172,15 +173,21 @@ class Case:
     async def run_mode(self, mode: str, count: int) -> tuple[float, float]:
         if mode in FLOORS:
             return self.floor(mode, count)
+        async with self.instrumented(mode):
+            return await self.driver.batch(self.requests[mode], count)
+
+    @contextlib.asynccontextmanager
+    async def instrumented(self, mode: str, settle_seconds: float = 0.005) -> AsyncIterator[None]:
+        """Instrumented as ``mode`` wants for the duration (not for a baseline)."""
         kwargs = _mode_kwargs(mode, self.pipeline, self.processorless)
         if kwargs is not None:
             self.instrumentor.instrument(**kwargs)
         try:
-            return await self.driver.batch(self.requests[mode], count)
+            yield
         finally:
             # The client has the last reply before the server has finished
             # it (aiohttp): let it finish while still instrumented.
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(settle_seconds)
             if kwargs is not None:
                 self.instrumentor.uninstrument()
             if mode not in (*BASELINES, "nosdk", "noop"):

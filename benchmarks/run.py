@@ -11,6 +11,9 @@ Sections (``--only`` picks some, comma-separated):
   phase spans off, and the bare-SDK-span floor (``micro.py``);
 - ``breakdown``: where the recording cost goes inside ``finish()``
   (``breakdown.py``);
+- ``instructions``: instructions per response counted by valgrind
+  (callgrind), the micro section's modes, instrumented / not: exact where
+  wall time is noisy (``instructions.py``; skipped without valgrind and gcc);
 - ``work``: worker-pool jobs, file-system calls and Python function calls per
   response, instrumented / not (``work.py``);
 - ``e2e``: uvicorn + contrib ASGI middleware and aiohttp + contrib
@@ -42,7 +45,7 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("micro", "breakdown", "work", "e2e", "memory")
+SECTIONS = ("micro", "breakdown", "instructions", "work", "e2e", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +142,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             emit("\n## Where the recording cost goes\n\n" + breakdown.__doc__.strip())
             emit("\n" + breakdown.report(result))
+        if "instructions" in sections:
+            import instructions
+
+            missing = instructions.missing_tools()
+            emit("\n## Instructions per response (valgrind)\n\n" + instructions.__doc__.strip())
+            if missing:
+                emit(f"\nSkipped: this machine has no {', '.join(missing)}.")
+            else:
+                count = 30 if quick else 100
+                log(f"instructions: {count} responses per mode and pass, under valgrind")
+                text, found = instructions.report(instructions.run(root, count, log, timeout=1800))
+                emit("\n" + text)
+                checks += found
         if "work" in sections:
             import work
 
