@@ -50,7 +50,14 @@ if __name__ == "__main__":  # the child process, run under valgrind
     sys.path.insert(0, str(HERE))
     sys.path.insert(1, str(HERE.parent))
 
-from _common import TRACEPARENT_UNSAMPLED, sdk_pipeline, table  # noqa: E402
+import wrapt  # noqa: E402
+from _common import (  # noqa: E402
+    TRACEPARENT_SAMPLED,
+    TRACEPARENT_UNSAMPLED,
+    Pipeline,
+    sdk_pipeline,
+    table,
+)
 from drivers import FRAMEWORKS, Request, etag_of, make_driver  # noqa: E402
 from micro import (  # noqa: E402
     BASELINES,
@@ -64,8 +71,14 @@ from micro import (  # noqa: E402
     _check,
 )
 from micro import MODES as MICRO_MODES  # noqa: E402
+from opentelemetry.trace.propagation.tracecontext import (  # noqa: E402
+    TraceContextTextMapPropagator,
+)
 
+from otel_fileresp import _names as n  # noqa: E402
+from otel_fileresp._core import Telemetry  # noqa: E402
 from otel_fileresp._patching import Patch, PatchSet  # noqa: E402
+from otel_fileresp.settings import Settings  # noqa: E402
 
 # ``patches_only``: the instrumentor's patch points, each wrapped (with
 # wrapt, as instrument() does) by a wrapper that only calls through: what
@@ -82,6 +95,8 @@ void fileresp_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
 HEADER = Path("/usr/include/valgrind/callgrind.h")
 WARM_UP = 10
 REPEATS = 2
+REFERENCE = "reference"
+REFERENCE_CALLS = 1000
 _LABEL = re.compile(r"^desc: Trigger: Client Request: (\S+) (\S+) (\S+) (\d+)$")
 _TOTALS = re.compile(r"^(?:totals|summary): (\d+)")
 
@@ -200,6 +215,72 @@ async def _count_framework(
         pipeline.shutdown()
 
 
+class _Plain:
+    def method(self, value: int) -> int:
+        return value
+
+
+class _Wrapped:
+    def method(self, value: int) -> int:
+        return value
+
+
+def _references(pipeline: Pipeline) -> dict[str, Callable[[], object]]:
+    """What the framework figures are made of, one call each: a method call
+    plain and wrapped with wrapt, the SDK calls the contract makes per
+    response (with its attribute sets), and bare spans."""
+    wrapt.wrap_function_wrapper(_Wrapped, "method", _call_through)
+    telemetry = Telemetry(
+        Settings.resolve(None, None), pipeline.tracer_provider, pipeline.meter_provider
+    )
+    phase = telemetry.phase_attributes(n.FRAMEWORK_STARLETTE, n.PHASE_STAT)
+    response = {
+        n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE,
+        n.ATTR_OUTCOME: n.OUTCOME_SENT,
+        n.ATTR_OPENED: True,
+        n.ATTR_STATUS_CODE: 200,
+    }
+    opens = {n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE, n.ATTR_STATUS_CODE: 200}
+    tracer = pipeline.tracer_provider.get_tracer("benchmark.reference")
+    propagator = TraceContextTextMapPropagator()
+    sampled = propagator.extract({"traceparent": TRACEPARENT_SAMPLED})
+    unsampled = propagator.extract({"traceparent": TRACEPARENT_UNSAMPLED})
+    plain, wrapped = _Plain(), _Wrapped()
+    return {
+        "loop": lambda: None,
+        "plain_method_call": lambda: plain.method(1),
+        "wrapt_call_through": lambda: wrapped.method(1),
+        "histogram_record_2_attributes": lambda: telemetry.phase_duration.record(0.001, phase),
+        "histogram_record_4_attributes": lambda: telemetry.duration.record(0.001, response),
+        "counter_add_2_attributes": lambda: telemetry.opens.add(1, opens),
+        "bare_span_sampled": lambda: tracer.start_span("bare", context=sampled).end(),
+        "bare_span_unsampled": lambda: tracer.start_span("bare", context=unsampled).end(),
+    }
+
+
+def _count_references(counter: _Counter) -> None:
+    pipeline = sdk_pipeline()
+    try:
+        references = _references(pipeline)
+        # As for the frameworks, a first count that is not kept: the first
+        # count after a change of activity runs long.
+        counter.zero()
+        for _ in range(REFERENCE_CALLS):
+            references["loop"]()
+        counter.dump(f"{REFERENCE} - loop 0")
+        for name, call in references.items():
+            for _ in range(REFERENCE_CALLS):  # warm-up, not counted
+                call()
+            pipeline.flush()
+            gc.collect()
+            counter.zero()
+            for _ in range(REFERENCE_CALLS):
+                call()
+            counter.dump(f"{REFERENCE} - {name} 1")
+    finally:
+        pipeline.shutdown()
+
+
 def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
@@ -212,6 +293,8 @@ def _child(argv: list[str]) -> int:
     counter = _Counter(args.library)
     modes = tuple(args.modes.split(","))
     asyncio.run(_count_framework(args.framework, args.root, args.responses, counter, modes))
+    if args.framework == FRAMEWORKS[0]:
+        _count_references(counter)
     return 0
 
 
@@ -233,8 +316,9 @@ def _parse(directory: Path, responses: int) -> list[Count]:
                     framework, path, mode, repeat = label
                     if repeat == "0":
                         break  # the pass not counted
+                    calls = REFERENCE_CALLS if framework == REFERENCE else responses
                     counts.append(
-                        Count(framework, path, mode, int(repeat), int(totals.group(1)), responses)
+                        Count(framework, path, mode, int(repeat), int(totals.group(1)), calls)
                     )
                     break
     return counts
@@ -369,7 +453,13 @@ def report(counts: list[Count]) -> tuple[str, list[tuple[str, str, bool]]]:
                         target,
                     ]
                 )
-    responses = counts[0].responses if counts else 0
+    references = {c.mode: c.per_response for c in counts if c.framework == REFERENCE}
+    reference_rows = [
+        [name, f"{value - references['loop']:,.0f}"]
+        for name, value in references.items()
+        if name != "loop"
+    ]
+    responses = next((c.responses for c in counts if c.framework != REFERENCE), 0)
     text = (
         f"Instructions per response (first pass), {responses} responses per mode and pass, "
         f"after {WARM_UP} warm-up responses; ratios to `baseline` of the same pass, "
@@ -401,6 +491,11 @@ def report(counts: list[Count]) -> tuple[str, list[tuple[str, str, bool]]]:
             ],
             floor_rows,
         )
+        + f"\n\nWhat those are made of: instructions per call, {REFERENCE_CALLS} calls after "
+        f"as many not counted, the empty loop's {references.get('loop', 0):,.0f} per "
+        "iteration subtracted (SDK calls with this package's instruments and the "
+        "contract's attribute sets; spans with the BatchSpanProcessor pipeline):\n\n"
+        + table(["call", "instructions"], reference_rows)
     )
     return text, checks
 
