@@ -3,7 +3,7 @@
 
     python3 dev.py test    # the whole suite over the framework version matrix (nox)
     python3 dev.py demo    # real servers, real requests, printed span trees
-    python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~15 min
+    python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~20 min
 
 Each command creates (or reuses) its own virtualenv under ``.venvs/``.
 Extra arguments after ``test`` go to nox, e.g. ``python3 dev.py test -s lint``

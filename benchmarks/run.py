@@ -1,7 +1,7 @@
 """Overhead benchmarks of otel_fileresp: one command, one process run.
 
     python3 dev.py bench                # from a fresh clone: own virtualenv, full run
-    python benchmarks/run.py            # full run (about 17 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 20 minutes on 2 cores)
     python benchmarks/run.py --quick    # routine run: fewer rounds and responses
 
 Sections (``--only`` picks some, comma-separated):
