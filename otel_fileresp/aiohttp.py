@@ -232,11 +232,12 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or not args:
             return wrapped(*args, **kwargs)
-        record = current_record()
-        if record is None and getattr(args[0], "__name__", None) != _STATIC_RESOLVER:
-            return wrapped(*args, **kwargs)  # not a file response's job: as cheap as can be
         try:
-            job = self._job(telemetry, record, args)
+            record = current_record()
+            if record is None and getattr(args[0], "__name__", None) != _STATIC_RESOLVER:
+                job = None  # not a file response's job: as cheap as can be
+            else:
+                job = self._job(telemetry, record, args)
         except Exception:
             log_once("aiohttp.submit", "failed to wrap an executor job")
             job = None

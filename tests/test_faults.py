@@ -18,6 +18,7 @@ Every block is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -428,3 +429,37 @@ def test_missing_patch_target_warns_once_and_the_rest_works(
     outcomes = sorted(attrs(r)["fileresp.outcome"] for r in exported)
     assert outcomes.count("not_modified") == 2
     telemetry.shutdown()
+
+
+class _NameRaises:
+    """An executor job whose ``__name__`` raises: the hooks read job names."""
+
+    @property
+    def __name__(self) -> str:
+        raise RuntimeError("a name that cannot be read")
+
+    def __call__(self) -> str:
+        return "ran"
+
+
+def test_executor_job_whose_name_raises_runs_as_submitted(
+    our_logs: Callable[[], list[str]],
+) -> None:
+    # aiohttp's hook sees every executor job of the process, not only file
+    # responses': an odd callable there is the application's business.
+    telemetry = Telemetry()
+    instrumentor = INSTRUMENTORS["aiohttp"]()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+
+    async def run_job() -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, _NameRaises())
+
+    try:
+        assert asyncio.run(run_job()) == "ran"
+        assert asyncio.run(run_job()) == "ran"
+    finally:
+        instrumentor.uninstrument()
+        telemetry.shutdown()
+    assert_logged_once_each(our_logs(), "failed to wrap an executor job")
