@@ -183,22 +183,17 @@ async def _count_framework(
             case = Case(driver, pipeline, etag, path)
             await case.calibrate(count=10)
             counter.start()  # a no-op once started
-            for mode in modes:  # a pass not counted: the first batches run longer
-                if mode in FLOORS:
-                    case.floor(mode, WARM_UP)
-                    continue
-                async with _mode(case, mode):
-                    counter.zero()
-                    await driver.batch(_request(case, mode), WARM_UP)
-                    counter.dump(f"{framework} {path} {mode} 0")
-            for repeat in range(1, REPEATS + 1):
+            # Pass 0 is not kept (the parser drops it): the first count after
+            # a change of activity runs long.
+            for repeat in range(REPEATS + 1):
+                count = responses if repeat else WARM_UP
                 for mode in modes if repeat % 2 else reversed(modes):
                     label = f"{framework} {path} {mode} {repeat}"
                     if mode in FLOORS:
                         case.floor(mode, WARM_UP)
                         gc.collect()
                         counter.zero()
-                        case.floor(mode, responses)
+                        case.floor(mode, count)
                         counter.dump(label)
                         continue
                     async with _mode(case, mode):
@@ -206,7 +201,7 @@ async def _count_framework(
                         await asyncio.sleep(0.05)
                         gc.collect()
                         counter.zero()
-                        await driver.batch(_request(case, mode), responses)
+                        await driver.batch(_request(case, mode), count)
                         # aiohttp finishes a response after the client has it.
                         await asyncio.sleep(0.05)
                         counter.dump(label)
