@@ -1,90 +1,128 @@
-"""Instructions per response, instrumented / not, counted by valgrind.
+"""Instructions per response, under contrib's server instrumentation, counted
+by valgrind; wall time as a secondary figure.
 
-The wall-clock ratios of the ``micro`` section move by several percent
-between two identical batches on a shared machine, so they cannot tell a
-ratio of 1.03 from 1.00. Counting the machine instructions the process
-executes can: the same batch of responses counts the same to a fraction of
-a percent, whatever else the machine does.
+Every mode runs with contrib's middleware as the request's parent (the
+asgi ``OpenTelemetryMiddleware`` for Starlette, the aiohttp-server
+middleware for aiohttp), except ``nomw``, the same app without it:
 
-Each framework runs in its own Python process under
-``valgrind --tool=callgrind --instr-atstart=no``, with the ``micro``
-section's apps, request kinds (200 and 304) and modes (the same
-``instrument()`` arguments, parents and bare-span floors). A tiny C helper
-(compiled here with ``gcc`` from valgrind's ``callgrind.h``, loaded with
-ctypes) switches counting on once the process is set up, zeroes the counters
-after each mode's warm-up (10 responses) and dumps them after its measured
-responses: instructions of every thread (the event loop and the worker
-pool), of the server and, for aiohttp, of the in-process client as well
-(which makes aiohttp's ratios slightly smaller than the server's own).
+- ``nomw``: no middleware, not instrumented;
+- ``bare_unsampled``, ``bare_unsampled_again`` (A/A): contrib's middleware
+  only, unsampled parent; ``bare_sampled``: the same, sampled parent;
+- ``ours_unsampled``, ``ours_sampled``: the same with this package
+  instrumented, default settings (``instrument()`` with no arguments);
+- ``replay``: no app: the span calls this package made for one recorded
+  response (captured from ``ours_sampled``: every ``start_span`` with its
+  name, parent, kind, attributes and timestamps, every ``set_attribute(s)``,
+  ``set_status``, ``end``), made straight against the SDK;
+- ``bare_nosdk``, ``bare_nosdk_again``, ``ours_nosdk``: another process in
+  which ``opentelemetry.sdk`` cannot be imported (the API alone, as when the
+  SDK is not installed); unsampled parent;
+- the non-file request (a sync Starlette endpoint, run by anyio's
+  ``run_sync``; an aiohttp handler awaiting ``loop.run_in_executor``):
+  ``bare_*`` and ``ours_*`` as above.
 
-Every mode is counted twice, the second pass in the reverse order: the
-``repeat`` column shows how far a count moves (``baseline_again`` is the
-A/A comparison, as in ``micro``). Instructions are not time: a cache miss
-or a system call costs more than its instruction count says. This section
-shows how much work the instrumentation adds, exactly; the ``micro``
-section says what that costs in time on this machine. It needs valgrind
-(with its headers) and gcc, and is skipped without them.
+The SDK (global providers, as ``opentelemetry-instrument`` sets them):
+``TracerProvider()`` with its default ParentBased sampler, a
+``SimpleSpanProcessor`` into an exporter that only counts, and an
+``InMemoryMetricReader`` collected outside the counted window: no
+BatchSpanProcessor or PeriodicExportingMetricReader thread runs. The
+garbage collector is collected, then disabled, outside the window.
+
+Each framework (and each framework without the SDK) runs in its own Python
+process under ``valgrind --tool=callgrind --instr-atstart=no``; a tiny C
+helper (gcc, valgrind's ``callgrind.h``, loaded with ctypes) zeroes the
+counters after a mode's warm-up and dumps them after its responses. The
+figure read is the ``totals:`` line of each dump (its ``summary:`` line
+over-counts when worker threads run, a known callgrind issue): instructions
+of every thread of the process (event loop and worker pool), the server's
+and, for aiohttp, those of the in-process keep-alive client too (which
+makes aiohttp's ratios slightly smaller than the server's own). Every mode
+is counted in two passes, the second in the reverse order, after a pass
+that is not kept. The same processes then run natively for the wall-time
+figures: interleaved rounds in a shuffled order, medians of the per-round
+ratios (wall time on a shared machine is noisy; the counts are the figures
+the targets are checked on).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ctypes
 import gc
+import json
 import logging
 import os
+import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if __name__ == "__main__":  # the child process, run under valgrind
+if __name__ == "__main__":  # the child process
     sys.path.insert(0, str(HERE))
     sys.path.insert(1, str(HERE.parent))
 
-import wrapt  # noqa: E402
-from _common import (  # noqa: E402
-    TRACEPARENT_SAMPLED,
-    TRACEPARENT_UNSAMPLED,
-    Pipeline,
-    sdk_pipeline,
-    table,
-)
-from drivers import FRAMEWORKS, Request, etag_of, make_driver  # noqa: E402
-from micro import (  # noqa: E402
-    BASELINES,
-    FLOORS,
-    NON_RECORDING,
-    PATHS,
-    TARGET_FLOOR,
-    TARGET_NON_RECORDING,
-    TARGET_PHASE_OFF,
-    Case,
-    _check,
-)
-from micro import MODES as MICRO_MODES  # noqa: E402
-from opentelemetry.trace.propagation.tracecontext import (  # noqa: E402
-    TraceContextTextMapPropagator,
-)
+FRAMEWORKS = ("starlette", "aiohttp")
+KINDS = ("200", "304", "nonfile")
+FILE_KINDS = ("200", "304")
 
-from otel_fileresp import _names as n  # noqa: E402
-from otel_fileresp._core import Telemetry  # noqa: E402
-from otel_fileresp._patching import Patch, PatchSet  # noqa: E402
-from otel_fileresp.settings import Settings  # noqa: E402
 
-# ``patches_only``: the instrumentor's patch points, each wrapped (with
-# wrapt, as instrument() does) by a wrapper that only calls through: what
-# the patching costs before any of this package's logic runs.
-PATCHES_ONLY = "patches_only"
-MODES = (*MICRO_MODES[:2], PATCHES_ONLY, *MICRO_MODES[2:])
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    app: str | None  # "mw", "nomw", or None (replay)
+    sampling: str
+    ours: bool
+
+
+def _mode(name: str) -> Mode:
+    if name == "replay":
+        return Mode(name, None, "sampled", False)
+    if name == "nomw":
+        return Mode(name, "nomw", "unsampled", False)
+    who, sampling = name.split("_")[:2]
+    return Mode(name, "mw", "unsampled" if sampling == "nosdk" else sampling, who == "ours")
+
+
+# The modes of each process: (sdk or nosdk, bare or ours) -> request kind -> modes.
+# A process is instrumented once, before its apps are made, and stays so (as
+# in production): no mode runs after an uninstrument(), whose leftovers (call
+# sites the interpreter has stopped specialising, say) would be counted.
+ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
+    ("sdk", "bare"): {
+        "200": ("nomw", "bare_unsampled", "bare_unsampled_again", "bare_sampled"),
+        "304": ("nomw", "bare_unsampled", "bare_unsampled_again", "bare_sampled"),
+        "nonfile": ("bare_unsampled", "bare_unsampled_again", "bare_sampled"),
+    },
+    ("sdk", "ours"): {
+        "200": ("ours_unsampled", "ours_sampled", "replay"),
+        "304": ("ours_unsampled", "ours_sampled", "replay"),
+        "nonfile": ("ours_unsampled", "ours_sampled"),
+    },
+    ("nosdk", "bare"): {kind: ("bare_nosdk", "bare_nosdk_again") for kind in FILE_KINDS},
+    ("nosdk", "ours"): {kind: ("ours_nosdk",) for kind in FILE_KINDS},
+}
+
+
+def _both(sdk: str) -> dict[str, tuple[str, ...]]:
+    """For wall time: every mode in one process, instrumented and
+    uninstrumented around each batch, so that a round's batches run close
+    together in time (the machine's load drifts)."""
+    bare, ours = ROLES[(sdk, "bare")], ROLES[(sdk, "ours")]
+    return {
+        kind: tuple(m for m in (*bare[kind], *ours[kind]) if not m.endswith("_again"))
+        for kind in bare
+    }
+
 
 HELPER_SOURCE = """
 #include <valgrind/callgrind.h>
@@ -93,12 +131,19 @@ void fileresp_zero(void) { CALLGRIND_ZERO_STATS; }
 void fileresp_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
 """
 HEADER = Path("/usr/include/valgrind/callgrind.h")
-WARM_UP = 10
-REPEATS = 2
-REFERENCE = "reference"
-REFERENCE_CALLS = 1000
-_LABEL = re.compile(r"^desc: Trigger: Client Request: (\S+) (\S+) (\S+) (\d+)$")
-_TOTALS = re.compile(r"^(?:totals|summary): (\d+)")
+WARM_UP = 10  # responses before each counted or timed batch
+WARM_UP_AGAIN = 5  # in the counted passes after the first (not kept) one
+PASSES = 2
+SETTLE = 0.01
+_LABEL = re.compile(r"^desc: Trigger: Client Request: (\S+) (\S+) (\S+) (\S+) (\d+)$")
+_TOTALS = re.compile(r"^totals: (\d+)")
+
+# The targets of issue 13, in instructions per response.
+TARGET_ADDED_UNSAMPLED = {"200": 0.20, "304": 0.30}
+TARGET_OVER_CONTRIB = 0.50
+TARGET_OVER_REPLAY = 1.15
+TARGET_NOSDK = {"starlette": 1.03, "aiohttp": 1.05}
+TARGET_NONFILE = 1.01
 
 
 def missing_tools() -> list[str]:
@@ -109,195 +154,241 @@ def missing_tools() -> list[str]:
     return missing
 
 
-@dataclass
-class Count:
-    framework: str
-    path: str
-    mode: str
-    repeat: int
-    instructions: int
-    responses: int
-
-    @property
-    def per_response(self) -> float:
-        return self.instructions / self.responses
-
-
-# -- the child process, under valgrind -------------------------------------------
-
-
-def _call_through(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-    return wrapped(*args, **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def _patches_only(case: Case) -> AsyncIterator[None]:
-    instrumentor = case.instrumentor
-    patch_set = PatchSet("patches_only")
-    patch_set.apply(
-        [
-            Patch(patch.owner, patch.attribute, _call_through, patch.required)
-            for patch in instrumentor._patches(instrumentor._hooks)
-        ]
-    )
-    try:
-        yield
-    finally:
-        await asyncio.sleep(0.05)
-        patch_set.remove()
-
-
-def _request(case: Case, mode: str) -> Request:
-    return case.requests[BASELINES[0] if mode == PATCHES_ONLY else mode]
-
-
-def _mode(case: Case, mode: str) -> contextlib.AbstractAsyncContextManager[None]:
-    if mode == PATCHES_ONLY:
-        return _patches_only(case)
-    return case.instrumented(mode, settle_seconds=0.05)
+# -- the child process -----------------------------------------------------------
 
 
 class _Counter:
-    def __init__(self, library: Path) -> None:
-        self._lib = ctypes.CDLL(str(library))
+    def __init__(self, library: str) -> None:
+        self._lib = ctypes.CDLL(library) if library != "-" else None
 
     def start(self) -> None:
-        self._lib.fileresp_start()
+        if self._lib:
+            self._lib.fileresp_start()
 
     def zero(self) -> None:
-        self._lib.fileresp_zero()
+        if self._lib:
+            self._lib.fileresp_zero()
 
     def dump(self, label: str) -> None:
-        self._lib.fileresp_dump(label.encode("ascii"))
+        if self._lib:
+            self._lib.fileresp_dump(label.encode("ascii"))
 
 
-async def _count_framework(
-    framework: str, root: Path, responses: int, counter: _Counter, modes: tuple[str, ...]
-) -> None:
-    driver = make_driver(framework, root)
-    pipeline = sdk_pipeline()
-    await driver.start()
-    try:
-        etag = await etag_of(driver, TRACEPARENT_UNSAMPLED)
-        for path in PATHS:
-            case = Case(driver, pipeline, etag, path)
-            await case.calibrate(count=10)
-            counter.start()  # a no-op once started
-            # Pass 0 is not kept (the parser drops it): the first count after
-            # a change of activity runs long.
-            for repeat in range(REPEATS + 1):
-                count = responses if repeat else WARM_UP
-                for mode in modes if repeat % 2 else reversed(modes):
-                    label = f"{framework} {path} {mode} {repeat}"
-                    if mode in FLOORS:
-                        case.floor(mode, WARM_UP)
-                        gc.collect()
-                        counter.zero()
-                        case.floor(mode, count)
-                        counter.dump(label)
-                        continue
-                    async with _mode(case, mode):
-                        await driver.batch(_request(case, mode), WARM_UP)
-                        await asyncio.sleep(0.05)
-                        gc.collect()
-                        counter.zero()
-                        await driver.batch(_request(case, mode), count)
-                        # aiohttp finishes a response after the client has it.
-                        await asyncio.sleep(0.05)
-                        counter.dump(label)
-    finally:
-        await driver.stop()
-        pipeline.shutdown()
+class _Child:
+    def __init__(self, framework: str, root: Path, sdk: bool, ours: bool | None) -> None:
+        import _contrib
 
+        self.c = _contrib
+        self.framework = framework
+        self.sdk = sdk
+        self.ours = ours
+        self.toggle = ours is None  # wall time: instrumented around each batch
+        self.telemetry = _contrib.Telemetry() if sdk else None
+        self.instrumentor = _contrib.instrumentor_for(framework)
+        if ours:
+            # Default settings, the global providers; before the apps exist,
+            # as with opentelemetry-instrument.
+            self.instrumentor.instrument()
+        self.apps = _contrib.make_apps(framework, root)
+        tag = "sdk" if sdk else "nosdk"
+        self.modes = _both(tag) if self.toggle else ROLES[(tag, "ours" if ours else "bare")]
+        self.replays: dict[str, Callable[[], None]] = {}
+        self.captured: dict[str, str] = {}
+        self.etag = ""
 
-class _Plain:
-    def method(self, value: int) -> int:
-        return value
+    def batch(self, kind: str, mode: Mode) -> Callable[[int], Any]:
+        if not self.toggle and mode.app is not None and mode.ours != self.ours:
+            raise RuntimeError(f"{mode.name} in a process where ours={self.ours}")
+        if mode.app is None:
+            replay = self.replays[kind]
 
+            async def run(count: int) -> None:
+                for _ in range(count):
+                    replay()
 
-class _Wrapped:
-    def method(self, value: int) -> int:
-        return value
+            return run
+        request = self.c.request_for(kind, mode.sampling, self.etag)
+        return self.apps.batch(mode.app, request)
 
+    async def setup(self) -> None:
+        await self.apps.start()
+        probe = self.c.request_for("200", "unsampled", "")
+        status, headers = await self.apps.one("mw", probe)
+        if status != 200 or "etag" not in headers:
+            raise RuntimeError(f"{self.framework}: no ETag ({status})")
+        self.etag = headers["etag"]
+        if self.telemetry is not None and self.ours is not False:
+            for kind in FILE_KINDS:
+                self._instrument(True)
+                try:
+                    await self._capture(kind)
+                finally:
+                    self._instrument(False)
 
-def _references(pipeline: Pipeline) -> dict[str, Callable[[], object]]:
-    """What the framework figures are made of, one call each: a method call
-    plain and wrapped with wrapt, the SDK calls the contract makes per
-    response (with its attribute sets), and bare spans."""
-    wrapt.wrap_function_wrapper(_Wrapped, "method", _call_through)
-    telemetry = Telemetry(
-        Settings.resolve(None, None), pipeline.tracer_provider, pipeline.meter_provider
-    )
-    phase = telemetry.phase_attributes(n.FRAMEWORK_STARLETTE, n.PHASE_STAT)
-    response = {
-        n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE,
-        n.ATTR_OUTCOME: n.OUTCOME_SENT,
-        n.ATTR_OPENED: True,
-        n.ATTR_STATUS_CODE: 200,
-    }
-    opens = {n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE, n.ATTR_STATUS_CODE: 200}
-    tracer = pipeline.tracer_provider.get_tracer("benchmark.reference")
-    propagator = TraceContextTextMapPropagator()
-    sampled = propagator.extract({"traceparent": TRACEPARENT_SAMPLED})
-    unsampled = propagator.extract({"traceparent": TRACEPARENT_UNSAMPLED})
-    plain, wrapped = _Plain(), _Wrapped()
-    return {
-        "loop": lambda: None,
-        "plain_method_call": lambda: plain.method(1),
-        "wrapt_call_through": lambda: wrapped.method(1),
-        "histogram_record_2_attributes": lambda: telemetry.phase_duration.record(0.001, phase),
-        "histogram_record_4_attributes": lambda: telemetry.duration.record(0.001, response),
-        "counter_add_2_attributes": lambda: telemetry.opens.add(1, opens),
-        "bare_span_sampled": lambda: tracer.start_span("bare", context=sampled).end(),
-        "bare_span_unsampled": lambda: tracer.start_span("bare", context=unsampled).end(),
-    }
+    async def _capture(self, kind: str) -> None:
+        """The span calls of one recorded response, and its replayer."""
+        assert self.telemetry is not None
+        run = self.batch(kind, _mode("ours_sampled"))
+        await run(3)
+        await asyncio.sleep(SETTLE)
+        before = self.telemetry.ours()
+        with self.c.Capture() as capture:
+            await run(1)
+            await asyncio.sleep(SETTLE)
+        exported = self.telemetry.ours() - before
+        calls = capture.result
+        if calls.spans != exported or not calls.spans:
+            raise RuntimeError(f"captured {calls.spans} spans, {exported} exported")
+        tracer = self.telemetry.tracer_provider.get_tracer("benchmark.replay")
+        self.replays[kind] = self.c.replayer(tracer, calls)
+        self.captured[kind] = f"{calls.spans} spans: {calls.summary()}"
 
+    async def stop(self) -> None:
+        await self.apps.stop()
 
-def _count_references(counter: _Counter) -> None:
-    pipeline = sdk_pipeline()
-    try:
-        references = _references(pipeline)
-        # As for the frameworks, a first count that is not kept: the first
-        # count after a change of activity runs long.
-        counter.zero()
-        for _ in range(REFERENCE_CALLS):
-            references["loop"]()
-        counter.dump(f"{REFERENCE} - loop 0")
-        for name, call in references.items():
-            for _ in range(REFERENCE_CALLS):  # warm-up, not counted
-                call()
-            pipeline.flush()
+    def _instrument(self, on: bool) -> None:
+        if self.toggle:
+            if on:
+                self.instrumentor.instrument()
+            else:
+                self.instrumentor.uninstrument()
+
+    async def measured(
+        self,
+        kind: str,
+        mode: Mode,
+        count: int,
+        window: Callable[..., Any],
+        warm_up: int = WARM_UP,
+    ) -> Any:
+        """Warm up, then run ``count`` responses inside ``window``."""
+        run = self.batch(kind, mode)
+        if mode.ours:
+            self._instrument(True)
+        try:
+            await run(warm_up)
+            await asyncio.sleep(SETTLE)
+            if self.telemetry is not None:
+                self.telemetry.collect()
             gc.collect()
+            gc.disable()
+            try:
+                return await window(run, count)
+            finally:
+                gc.enable()
+        finally:
+            if mode.ours:
+                self._instrument(False)
+
+
+async def _count(child: _Child, counter: _Counter, responses: int) -> None:
+    tag = "sdk" if child.sdk else "nosdk"
+
+    def window_for(label: str) -> Callable[..., Any]:
+        async def window(run: Callable[[int], Any], count: int) -> None:
+            if not count:
+                return
             counter.zero()
-            for _ in range(REFERENCE_CALLS):
-                call()
-            counter.dump(f"{REFERENCE} - {name} 1")
-    finally:
-        pipeline.shutdown()
+            await run(count)
+            await asyncio.sleep(SETTLE)  # aiohttp ends a response after the client has it
+            counter.dump(label)
+
+        return window
+
+    counter.start()
+    for kind, names in child.modes.items():
+        # Pass 0 only warms up: the first count after a change of activity runs long.
+        for repeat in range(PASSES + 1):
+            count = responses if repeat else 0
+            warm_up = WARM_UP_AGAIN if repeat else WARM_UP
+            for name in names if repeat % 2 else reversed(names):
+                label = f"{child.framework} {tag} {kind} {name} {repeat}"
+                await child.measured(kind, _mode(name), count, window_for(label), warm_up)
+
+
+async def _time(child: _Child, rounds: int, seconds: float, seed: int) -> dict[str, Any]:
+    """Wall seconds per response, per mode and round (shuffled order)."""
+
+    async def window(run: Callable[[int], Any], count: int) -> float:
+        started = time.perf_counter()
+        await run(count)
+        return (time.perf_counter() - started) / count
+
+    rng = random.Random(seed)
+    result: dict[str, Any] = {}
+    for kind, names in child.modes.items():
+        per = await child.measured(kind, _mode(names[0]), 50, window)
+        count = max(20, int(seconds / per))
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(rounds):
+            order = list(names)
+            rng.shuffle(order)
+            for name in order:
+                times[name].append(await child.measured(kind, _mode(name), count, window))
+        result[kind] = {"count": count, "times": times}
+    return result
 
 
 def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
+    parser.add_argument("sdk", choices=("sdk", "nosdk"))
+    parser.add_argument("role", choices=("bare", "ours", "both"))
     parser.add_argument("root", type=Path)
-    parser.add_argument("responses", type=int)
-    parser.add_argument("library", type=Path)
-    parser.add_argument("modes")
+    parser.add_argument("library", help="the counter helper, or - for wall time")
+    parser.add_argument("--responses", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=0, help="wall time: rounds")
+    parser.add_argument("--seconds", type=float, default=0.05, help="wall time: per batch")
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.sdk == "nosdk":
+        import _contrib
+
+        _contrib.block_sdk()
     logging.getLogger("opentelemetry.sdk.metrics").setLevel(logging.ERROR)
-    counter = _Counter(args.library)
-    modes = tuple(args.modes.split(","))
-    asyncio.run(_count_framework(args.framework, args.root, args.responses, counter, modes))
-    if args.framework == FRAMEWORKS[0]:
-        _count_references(counter)
+    if args.library != "-":
+        # Under valgrind everything runs some 50 times slower, so the GIL's
+        # 5 ms switch interval would force thread switches (and their
+        # instructions) that a native run does not see, in numbers that vary
+        # from run to run. Threads still switch whenever one blocks.
+        sys.setswitchinterval(30.0)
+
+    async def main() -> dict[str, Any]:
+        ours = {"bare": False, "ours": True, "both": None}[args.role]
+        child = _Child(args.framework, args.root, args.sdk == "sdk", ours)
+        await child.setup()
+        try:
+            if args.rounds:
+                timed = await _time(child, args.rounds, args.seconds, seed=13)
+                return {"captured": child.captured, "wall": timed}
+            await _count(child, _Counter(args.library), args.responses)
+            return {"captured": child.captured}
+        finally:
+            await child.stop()
+
+    args.out.write_text(json.dumps(asyncio.run(main())))
     return 0
 
 
 # -- the parent ----------------------------------------------------------------
 
 
-def _parse(directory: Path, responses: int) -> list[Count]:
-    counts = []
+@dataclass
+class Result:
+    """Instructions per response by (framework, sdk, kind, mode, pass); wall
+    seconds per response by (framework, sdk, kind, mode) and round; what the
+    replay replays."""
+
+    counts: dict[tuple[str, str, str, str, int], float]
+    wall: dict[tuple[str, str, str, str], list[float]]
+    captured: dict[tuple[str, str], str]
+    responses: int
+    rounds: int
+    seconds: float
+
+
+def _parse(directory: Path, responses: int) -> dict[tuple[str, str, str, str, int], float]:
+    counts = {}
     for dump in sorted(directory.glob("callgrind.out.*")):
         label = None
         with dump.open(encoding="utf-8", errors="replace") as lines:
@@ -308,28 +399,93 @@ def _parse(directory: Path, responses: int) -> list[Count]:
                     continue
                 totals = _TOTALS.match(line)
                 if totals and label is not None:
-                    framework, path, mode, repeat = label
-                    if repeat == "0":
-                        break  # the pass not counted
-                    calls = REFERENCE_CALLS if framework == REFERENCE else responses
-                    counts.append(
-                        Count(framework, path, mode, int(repeat), int(totals.group(1)), calls)
-                    )
+                    framework, sdk, kind, mode, repeat = label
+                    if repeat != "0":
+                        key = (framework, sdk, kind, mode, int(repeat))
+                        counts[key] = int(totals.group(1)) / responses
                     break
     return counts
+
+
+Child = tuple[tuple[str, ...], list[str], Path, Path]
+
+
+def _children(
+    work: Path,
+    root: Path,
+    library: str,
+    extra: list[str],
+    wrap: list[str],
+    tag: str,
+    roles: Sequence[tuple[str, str]],
+) -> list[Child]:
+    children = []
+    for framework in FRAMEWORKS:
+        for sdk, role in roles:
+            out = work / f"{tag}-{framework}-{sdk}-{role}"
+            out.mkdir()
+            command = [
+                *wrap,
+                *([f"--callgrind-out-file={out}/callgrind.out.%p"] if wrap else []),
+                sys.executable,
+                str(Path(__file__).resolve()),
+                framework,
+                sdk,
+                role,
+                str(root),
+                library,
+                "--out",
+                str(out / "result.json"),
+                *extra,
+            ]
+            children.append(((framework, sdk, role), command, out, out / "result.json"))
+    return children
+
+
+def _run_all(
+    children: list[Child],
+    parallel: int,
+    timeout: float,
+    log: Callable[[str], None],
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONHASHSEED"] = "0"
+    pending = list(children)
+    running: list[tuple[Any, subprocess.Popen[str]]] = []
+    deadline = time.monotonic() + timeout
+    while pending or running:
+        while pending and len(running) < parallel:
+            key, command, _, _ = pending.pop(0)
+            log(f"  {' '.join(key)}")
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            running.append((key, process))
+        key, process = running.pop(0)
+        try:
+            _, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for _, other in running:
+                other.kill()
+            process.kill()
+            raise
+        if process.returncode:
+            for _, other in running:
+                other.kill()
+            raise RuntimeError(f"{' '.join(key)} failed: {stderr[-3000:]}")
 
 
 def run(
     root: Path,
     responses: int,
     log: Callable[[str], None],
-    timeout: float,
-    modes: tuple[str, ...] = MODES,
-) -> list[Count]:
-    """Count each framework in its own valgrind process (both at once).
-
-    ``modes`` must hold ``baseline``; the report needs every mode.
-    """
+    timeout: float = 1800,
+    rounds: int = 7,
+    seconds: float = 0.05,
+    parallel: int = 4,
+) -> Result:
+    """Count every mode under valgrind (``parallel`` processes at a time), then time
+    them natively (one process at a time); ``rounds=0`` skips the wall time."""
     with tempfile.TemporaryDirectory(prefix="fileresp-instructions-") as tmp:
         work = Path(tmp)
         source = work / "helper.c"
@@ -338,162 +494,352 @@ def run(
         subprocess.run(
             ["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True
         )
-        processes = []
-        for framework in FRAMEWORKS:
-            out = work / framework
-            out.mkdir()
-            command = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}/callgrind.out.%p",
-                sys.executable,
-                str(Path(__file__).resolve()),
-                framework,
-                str(root),
-                str(responses),
-                str(library),
-                ",".join(modes),
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        counted = _children(
+            work,
+            root,
+            str(library),
+            ["--responses", str(responses)],
+            valgrind,
+            "count",
+            list(ROLES),
+        )
+        started = time.monotonic()
+        log(f"instructions: {responses} responses per mode and pass, under valgrind")
+        _run_all(counted, parallel, timeout, log)
+        log(f"  counted in {time.monotonic() - started:.0f} s")
+        counts: dict[tuple[str, str, str, str, int], float] = {}
+        captured: dict[tuple[str, str], str] = {}
+        for _, _, out, result in counted:
+            counts.update(_parse(out, responses))
+            for kind, text in json.loads(result.read_text())["captured"].items():
+                captured[(out.name.split("-")[1], kind)] = text
+        wall: dict[tuple[str, str, str, str], list[float]] = {}
+        if rounds:
+            timed = _children(
+                work,
+                root,
+                "-",
+                ["--rounds", str(rounds), "--seconds", str(seconds)],
+                [],
+                "wall",
+                [("sdk", "both"), ("nosdk", "both")],
+            )
+            log(f"wall time: {rounds} rounds, about {seconds} s per batch")
+            _run_all(timed, 1, timeout, log)
+            for (framework, sdk, _), _, _, result in timed:
+                for kind, data in json.loads(result.read_text())["wall"].items():
+                    for mode, values in data["times"].items():
+                        wall[(framework, sdk, kind, mode)] = values
+        return Result(counts, wall, captured, responses, rounds, seconds)
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}".replace(",", " ")
+
+
+@dataclass
+class Figure:
+    name: str
+    framework: str
+    kind: str
+    values: list[float]  # one per pass
+    goal: float | None
+    digits: int = 2
+    wall: float | None = None  # the same figure from wall time (median of rounds)
+
+    @property
+    def value(self) -> float:
+        return max(self.values)  # the less favourable pass
+
+    def met(self) -> bool | None:
+        return None if self.goal is None else self.value <= self.goal
+
+
+Of = Callable[[str], float]  # instructions (or seconds) per response of a mode
+
+
+def _wall_figure(
+    result: Result, key: tuple[str, str, str], f: Callable[[Of], float]
+) -> float | None:
+    """The median over rounds of the figure ``f`` computed from one round."""
+    times = {m: v for (fw, s, k, m), v in result.wall.items() if (fw, s, k) == key}
+    if not times:
+        return None
+    rounds = len(next(iter(times.values())))
+    values = [f(lambda mode, i=i: times[mode][i]) for i in range(rounds)]  # type: ignore[misc]
+    return statistics.median(values)
+
+
+def _figure(
+    result: Result,
+    key: tuple[str, str, str],
+    name: str,
+    f: Callable[[Of], float],
+    goal: float | None,
+    digits: int = 2,
+) -> Figure:
+    framework, _, kind = key
+    values = []
+    for repeat in range(1, PASSES + 1):
+        values.append(f(lambda mode, r=repeat: result.counts[(*key, mode, r)]))  # type: ignore[misc]
+    return Figure(name, framework, kind, values, goal, digits, _wall_figure(result, key, f))
+
+
+def _added_over_bare(sampling: str) -> Callable[[Of], float]:
+    def f(of: Of) -> float:
+        return (of(f"ours_{sampling}") - of(f"bare_{sampling}")) / of(f"bare_{sampling}")
+
+    return f
+
+
+def _added_over_contrib(sampling: str) -> Callable[[Of], float]:
+    def f(of: Of) -> float:
+        contrib = of(f"bare_{sampling}") - of("nomw")
+        return (of(f"ours_{sampling}") - of(f"bare_{sampling}")) / contrib
+
+    return f
+
+
+def _span_path_over_replay(of: Of) -> float:
+    """What recording adds to this package's unsampled cost, over the SDK's
+    cost of the same span calls (``replay``)."""
+    sampled = of("ours_sampled") - of("bare_sampled")
+    unsampled = of("ours_unsampled") - of("bare_unsampled")
+    return (sampled - unsampled) / of("replay")
+
+
+def _ours_over_bare(sampling: str) -> Callable[[Of], float]:
+    def f(of: Of) -> float:
+        return of(f"ours_{sampling}") / of(f"bare_{sampling}")
+
+    return f
+
+
+def figures(result: Result) -> list[Figure]:
+    """Every figure of the targets table, by framework and response."""
+    found: list[Figure] = []
+    for framework in FRAMEWORKS:
+        for kind in FILE_KINDS:
+            key = (framework, "sdk", kind)
+            found += [
+                _figure(
+                    result,
+                    key,
+                    "added unsampled / bare",
+                    _added_over_bare("unsampled"),
+                    TARGET_ADDED_UNSAMPLED[kind],
+                ),
+                _figure(
+                    result,
+                    key,
+                    "added unsampled / contrib's added unsampled",
+                    _added_over_contrib("unsampled"),
+                    TARGET_OVER_CONTRIB,
+                ),
+                _figure(
+                    result,
+                    key,
+                    "added recorded / bare (sampled)",
+                    _added_over_bare("sampled"),
+                    None,
+                ),
+                _figure(
+                    result,
+                    key,
+                    "added recorded / contrib's added sampled",
+                    _added_over_contrib("sampled"),
+                    None,
+                ),
+                _figure(
+                    result,
+                    key,
+                    "recorded span path / SDK replay of its span calls",
+                    _span_path_over_replay,
+                    TARGET_OVER_REPLAY,
+                ),
+                _figure(
+                    result,
+                    (framework, "nosdk", kind),
+                    "no SDK installed: ours / bare",
+                    _ours_over_bare("nosdk"),
+                    TARGET_NOSDK[framework],
+                    3,
+                ),
             ]
-            log(f"  {framework}: {' '.join(command[:3])} ...")
-            env = {**os.environ, "PYTHONHASHSEED": "0"}
-            processes.append(
-                subprocess.Popen(
-                    command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        for sampling in ("unsampled", "sampled"):
+            found.append(
+                _figure(
+                    result,
+                    (framework, "sdk", "nonfile"),
+                    f"non-file request, {sampling}: with / without",
+                    _ours_over_bare(sampling),
+                    TARGET_NONFILE if sampling == "unsampled" else None,
+                    3,
                 )
             )
-        for process in processes:
-            try:
-                _, stderr = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                for other in processes:
-                    other.kill()
-                raise
-            if process.returncode:
-                raise RuntimeError(f"instruction count failed: {stderr[-2000:]}")
-        return [c for framework in FRAMEWORKS for c in _parse(work / framework, responses)]
+    return found
 
 
-def report(counts: list[Count]) -> tuple[str, list[tuple[str, str, bool]]]:
-    """Instructions per response and their ratios; the targets, in instructions."""
+_COLUMNS = (("starlette", "200"), ("starlette", "304"), ("aiohttp", "200"), ("aiohttp", "304"))
+
+
+def _goal_text(figure: Figure) -> str:
+    if figure.goal is None:
+        return "(shown)"
+    return f"<= {figure.goal}"
+
+
+def targets_table(found: list[Figure]) -> tuple[str, list[tuple[str, str, bool]]]:
+    """One row per figure, a column per framework and response: the figure
+    (the less favourable of the two passes) and whether its goal is met."""
     checks: list[tuple[str, str, bool]] = []
-    by_key = {(c.framework, c.path, c.mode, c.repeat): c.per_response for c in counts}
+    names = list(dict.fromkeys(f.name for f in found))
     rows = []
-    floor_rows = []
-    for framework in FRAMEWORKS:
-        for path in PATHS:
-            if (framework, path, "baseline", 1) not in by_key:
+    for name in names:
+        cells = []
+        goals = []
+        for framework, kind in _COLUMNS:
+            match = [
+                f
+                for f in found
+                if f.name == name
+                and f.framework == framework
+                and (f.kind == kind or (f.kind == "nonfile" and kind == "200"))
+            ]
+            if not match:
+                cells.append("")
                 continue
+            figure = match[0]
+            text = f"{figure.value:.{figure.digits}f}"
+            met = figure.met()
+            if met is not None:
+                text += " yes" if met else " **NO**"
+                checks.append((f"{name} {framework} {figure.kind}, instructions", text, met))
+            cells.append(text)
+            goal = _goal_text(figure)
+            if goal not in goals:
+                goals.append(goal)
+        rows.append([name, " / ".join(goals), *cells])
+    headers = ["figure (instructions per response)", "goal", "S200", "S304", "A200", "A304"]
+    note = (
+        "Non-file rows: the Starlette sync endpoint in S200, the aiohttp executor handler in A200."
+    )
+    return table(headers, rows) + "\n\n" + note, checks
 
-            def per(mode: str, repeat: int, fw: str = framework, p: str = path) -> float:
-                return by_key[(fw, p, mode, repeat)]
 
-            for mode in MODES:
-                if mode == "baseline" or mode in FLOORS:
-                    continue
-                ratios = [per(mode, r) / per("baseline", r) for r in range(1, REPEATS + 1)]
-                ratio = max(ratios)  # the less favourable pass
-                target = ""
-                name = None
-                limit = 0.0
-                if mode in NON_RECORDING:
-                    name, limit = f"non-recording ({mode})", TARGET_NON_RECORDING
-                elif mode == "phase_off" and path == "200":
-                    name, limit = "phase spans off", TARGET_PHASE_OFF
-                if name is not None:
-                    target = _check(
-                        checks,
-                        f"{name} {framework} {path}, instructions",
-                        f"{ratio:.3f}",
-                        ratio,
-                        limit,
-                    )
-                rows.append(
-                    [
-                        framework,
-                        path,
-                        mode,
-                        f"{per('baseline', 1):,.0f}",
-                        f"{per(mode, 1):,.0f}",
-                        f"{per(mode, 1) - per('baseline', 1):+,.0f}",
-                        " / ".join(f"{r:.4f}" for r in ratios),
-                        target,
-                    ]
-                )
-            for mode, floor in (
-                ("recording", "floor"),
-                ("recording_noprocessor", "floor_noprocessor"),
-            ):
-                overs = [
-                    (per(mode, r) - per("baseline", r)) / per(floor, r)
-                    for r in range(1, REPEATS + 1)
-                ]
-                target = ""
-                if mode == "recording":
-                    target = _check(
-                        checks,
-                        f"recording added / SDK floor {framework} {path}, instructions",
-                        f"{max(overs):.2f}",
-                        max(overs),
-                        TARGET_FLOOR,
-                    )
-                floor_rows.append(
-                    [
-                        framework,
-                        path,
-                        f"{mode} / {floor}",
-                        f"{per(mode, 1) - per('baseline', 1):,.0f}",
-                        f"{per(floor, 1):,.0f}",
-                        " / ".join(f"{o:.2f}" for o in overs),
-                        target,
-                    ]
-                )
-    references = {c.mode: c.per_response for c in counts if c.framework == REFERENCE}
-    reference_rows = [
-        [name, f"{value - references['loop']:,.0f}"]
-        for name, value in references.items()
-        if name != "loop"
-    ]
-    responses = next((c.responses for c in counts if c.framework != REFERENCE), 0)
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines.extend("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
+    found = figures(result)
+    targets, checks = targets_table(found)
+    counts = result.counts
+    detail = []
+    for (framework, sdk, kind, mode, repeat), value in sorted(counts.items()):
+        if repeat != 1:
+            continue
+        second = counts.get((framework, sdk, kind, mode, 2))
+        base = "bare_nosdk" if sdk == "nosdk" else "bare_unsampled"
+        bases = [counts.get((framework, sdk, kind, base, r)) for r in (1, 2)]
+        spread = f"{(second / value - 1) * 100:+.2f} %" if second else ""
+        ratio = ""
+        if mode != "replay" and all(bases) and second:
+            ratio = f"{value / bases[0]:.4f} / {second / bases[1]:.4f}"
+        wall = result.wall.get((framework, sdk, kind, mode))
+        detail.append(
+            [
+                framework,
+                sdk,
+                kind,
+                mode,
+                _fmt(value),
+                _fmt(second) if second else "",
+                spread,
+                ratio,
+                f"{statistics.median(wall) * 1e6:.1f}" if wall else "",
+            ]
+        )
+    figure_rows = []
+    for figure in found:
+        figure_rows.append(
+            [
+                figure.framework,
+                figure.kind,
+                figure.name,
+                " / ".join(f"{v:.{figure.digits + 1}f}" for v in figure.values),
+                f"{figure.wall:.{figure.digits}f}" if figure.wall is not None else "",
+                _goal_text(figure),
+            ]
+        )
+    aa = []
+    for (framework, sdk, kind, mode, repeat), value in sorted(counts.items()):
+        if mode.endswith("_again"):
+            base = counts[(framework, sdk, kind, mode[: -len("_again")], repeat)]
+            aa.append(abs(value / base - 1))
+    passes = []
+    for (framework, sdk, kind, mode, repeat), value in counts.items():
+        if repeat == 2 and (framework, sdk, kind, mode, 1) in counts:
+            passes.append(abs(value / counts[(framework, sdk, kind, mode, 1)] - 1))
+    captured = [[fw, kind, text] for (fw, kind), text in sorted(result.captured.items())]
     text = (
-        f"Instructions per response (first pass), {responses} responses per mode and pass, "
-        f"after {WARM_UP} warm-up responses; ratios to `baseline` of the same pass, "
-        "first / second pass (the target is checked on the larger):\n\n"
+        f"{result.responses} responses per mode and pass, after {WARM_UP_AGAIN} warm-up "
+        f"responses (and a first pass of {WARM_UP} per mode, not counted); "
+        "a figure is the less favourable of the two passes. "
+        f"A/A (`*_again` / its twin, same pass): at most {max(aa) * 100:.2f} %; "
+        f"the same mode in the two passes: at most {max(passes) * 100:.2f} %.\n\n"
+        + targets
+        + "\n\nEvery figure, pass 1 / pass 2 (instructions) and wall time (median of "
+        f"{result.rounds} rounds of the per-round figure; about {result.seconds} s per "
+        "batch):\n\n"
+        + table(
+            ["framework", "response", "figure", "instructions (pass 1 / 2)", "wall", "goal"],
+            figure_rows,
+        )
+        + "\n\nInstructions per response, by mode (ratio: to `bare_unsampled`, or "
+        "`bare_nosdk` without the SDK, of the same pass; wall: median µs per response):\n\n"
         + table(
             [
                 "framework",
+                "sdk",
                 "response",
                 "mode",
-                "baseline",
-                "mode",
-                "added",
+                "pass 1",
+                "pass 2",
+                "pass 2 / pass 1",
                 "ratio (pass 1 / 2)",
-                "target (instructions)",
+                "wall µs",
             ],
-            rows,
+            detail,
         )
-        + "\n\nRecording: instructions added per response against the same number of bare "
-        "SDK spans:\n\n"
-        + table(
-            [
-                "framework",
-                "response",
-                "mode / floor",
-                "added",
-                "floor (bare SDK spans)",
-                "added / floor (pass 1 / 2)",
-                "target (instructions)",
-            ],
-            floor_rows,
-        )
-        + f"\n\nWhat those are made of: instructions per call, {REFERENCE_CALLS} calls after "
-        f"as many not counted, the empty loop's {references.get('loop', 0):,.0f} per "
-        "iteration subtracted (SDK calls with this package's instruments and the "
-        "contract's attribute sets; spans with the BatchSpanProcessor pipeline):\n\n"
-        + table(["call", "instructions"], reference_rows)
+        + "\n\nWhat `replay` replays (this package's span calls for one recorded response):\n\n"
+        + table(["framework", "response", "calls"], captured)
     )
     return text, checks
 
 
+def main(argv: list[str] | None = None) -> int:
+    """This section alone: ``python benchmarks/instructions.py --run``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--responses", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    from _common import make_site
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_site(Path(tmp) / "static")
+        result = run(root, args.responses, lambda s: print(s, file=sys.stderr), rounds=args.rounds)
+    print(report(result)[0])
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--run"]:
+        sys.exit(main(sys.argv[2:]))
     sys.exit(_child(sys.argv[1:]))
