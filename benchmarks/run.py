@@ -11,9 +11,11 @@ Sections (``--only`` picks some, comma-separated):
   phase spans off, and the bare-SDK-span floor (``micro.py``);
 - ``breakdown``: where the recording cost goes inside ``finish()``
   (``breakdown.py``);
-- ``instructions``: instructions per response counted by valgrind
-  (callgrind), the micro section's modes, instrumented / not: exact where
-  wall time is noisy (``instructions.py``; skipped without valgrind and gcc);
+- ``instructions``: the targets of issue 13, with contrib's server
+  middleware as the parent in every mode: instructions per response counted
+  by valgrind (callgrind, two passes), wall time as a secondary figure
+  (``instructions.py``; skipped without valgrind and gcc). Runs on its own
+  in a few minutes: ``python3 dev.py bench --section instructions``;
 - ``work``: worker-pool jobs, file-system calls and Python function calls per
   response, instrumented / not (``work.py``);
 - ``e2e``: uvicorn + contrib ASGI middleware and aiohttp + contrib
@@ -21,7 +23,10 @@ Sections (``--only`` picks some, comma-separated):
   their own processes, plus stat/open/read system calls per response with
   ``strace -f -c`` when strace is installed (``e2e.py``);
 - ``memory``: RSS and open descriptors over 100 000 responses (5 000 with
-  ``--quick``) (``memory.py``).
+  ``--quick``) (``memory.py``);
+- ``profile`` (only when asked for, ``--section profile``): this package's
+  functions' inclusive instructions per unsampled response, from
+  ``callgrind_annotate --inclusive=yes`` (``per_function.py``).
 
 Everything is bounded in count and in time, and talks to 127.0.0.1 only.
 ``--markdown FILE`` also writes the report to FILE. Needs the packages of
@@ -45,13 +50,27 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("micro", "breakdown", "instructions", "work", "e2e", "memory")
+SECTIONS = ("micro", "breakdown", "instructions", "work", "e2e", "memory", "profile")
+DEFAULT_SECTIONS = SECTIONS[:-1]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and responses")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument(
+        "--only",
+        "--section",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"sections, comma-separated, of: {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--responses",
+        type=int,
+        help="instructions and profile: responses counted per mode and pass (30, quick 20)",
+    )
+    parser.add_argument(
+        "--wall-rounds", type=int, help="instructions: wall-time rounds (7, quick 3; 0: none)"
+    )
     parser.add_argument("--rounds", type=int, help="A/B rounds (micro; default 31, quick 9)")
     parser.add_argument(
         "--python-load",
@@ -142,19 +161,35 @@ def main(argv: list[str] | None = None) -> int:
             )
             emit("\n## Where the recording cost goes\n\n" + breakdown.__doc__.strip())
             emit("\n" + breakdown.report(result))
-        if "instructions" in sections:
+        if "instructions" in sections or "profile" in sections:
             import instructions
 
             missing = instructions.missing_tools()
+        if "instructions" in sections:
             emit("\n## Instructions per response (valgrind)\n\n" + instructions.__doc__.strip())
             if missing:
                 emit(f"\nSkipped: this machine has no {', '.join(missing)}.")
             else:
-                count = 30 if quick else 100
-                log(f"instructions: {count} responses per mode and pass, under valgrind")
-                text, found = instructions.report(instructions.run(root, count, log, timeout=1800))
+                rounds = args.wall_rounds if args.wall_rounds is not None else (3 if quick else 7)
+                result = instructions.run(
+                    root,
+                    args.responses or (20 if quick else 30),
+                    log,
+                    timeout=1800,
+                    rounds=rounds,
+                )
+                text, found = instructions.report(result)
                 emit("\n" + text)
                 checks += found
+        if "profile" in sections:
+            import per_function
+
+            emit("\n## Per function, unsampled (valgrind)\n\n" + per_function.__doc__.strip())
+            if missing:
+                emit(f"\nSkipped: this machine has no {', '.join(missing)}.")
+            else:
+                profiled = per_function.run(root, args.responses or 30, log)
+                emit("\n" + per_function.report(profiled))
         if "work" in sections:
             import work
 
