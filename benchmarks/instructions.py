@@ -118,10 +118,7 @@ def _both(sdk: str) -> dict[str, tuple[str, ...]]:
     uninstrumented around each batch, so that a round's batches run close
     together in time (the machine's load drifts)."""
     bare, ours = ROLES[(sdk, "bare")], ROLES[(sdk, "ours")]
-    return {
-        kind: tuple(m for m in (*bare[kind], *ours[kind]) if not m.endswith("_again"))
-        for kind in bare
-    }
+    return {kind: (*bare[kind], *ours[kind]) for kind in bare}
 
 
 HELPER_SOURCE = """
@@ -792,6 +789,24 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
     for (framework, sdk, kind, mode, repeat), value in counts.items():
         if repeat == 2 and (framework, sdk, kind, mode, 1) in counts:
             passes.append(abs(value / counts[(framework, sdk, kind, mode, 1)] - 1))
+    wall_aa = []
+    for (framework, sdk, kind, mode), values in sorted(result.wall.items()):
+        if mode.endswith("_again"):
+            twin = result.wall[(framework, sdk, kind, mode[: -len("_again")])]
+            ratios = sorted(a / b for a, b in zip(values, twin, strict=True))
+            wall_aa.append(
+                f"{framework} {kind}{' no SDK' if sdk == 'nosdk' else ''} "
+                f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})"
+            )
+    wall_note = (
+        "Wall time A/A (`*_again` / its twin, median and range of the rounds): "
+        + "; ".join(wall_aa)
+        + ". Figures made of differences (added cost, span path) are below this "
+        "resolution in wall time on a shared machine; the instruction counts are the "
+        "figures the targets are checked on."
+        if wall_aa
+        else ""
+    )
     captured = [[fw, kind, text] for (fw, kind), text in sorted(result.captured.items())]
     text = (
         f"{result.responses} responses per mode and pass, after {WARM_UP_AGAIN} warm-up "
@@ -807,6 +822,7 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
             ["framework", "response", "figure", "instructions (pass 1 / 2)", "wall", "goal"],
             figure_rows,
         )
+        + ("\n\n" + wall_note if wall_note else "")
         + "\n\nInstructions per response, by mode (ratio: to `bare_unsampled`, or "
         "`bare_nosdk` without the SDK, of the same pass; wall: median µs per response):\n\n"
         + table(
