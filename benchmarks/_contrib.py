@@ -306,6 +306,55 @@ def instrumentor_for(framework: str) -> Any:
     return AiohttpFileResponseInstrumentor()
 
 
+def patch_points(instrumentor: Any) -> list[tuple[Any, str, Any, str]]:
+    """Where ``instrument()`` patches: ``(owner, attribute, original, hook
+    name)`` for each wrapt wrapper of this package it installs (found by
+    looking through every loaded module and its classes), then uninstrumented."""
+    import wrapt
+
+    instrumentor.instrument()
+    found = []
+    seen = set()
+    try:
+        for module in list(sys.modules.values()):
+            name = getattr(module, "__name__", "") or ""
+            if module is None or name.startswith("otel_fileresp"):
+                continue
+            owners: list[Any] = [module]
+            owners += [v for v in vars(module).values() if isinstance(v, type)]
+            for owner in owners:
+                for attribute, value in list(vars(owner).items()):
+                    if not isinstance(value, wrapt.FunctionWrapper):
+                        continue
+                    hook = getattr(value, "_self_wrapper", None)
+                    hook = getattr(hook, "__func__", hook)
+                    if not (getattr(hook, "__module__", "") or "").startswith(SCOPE):
+                        continue
+                    if (id(owner), attribute) in seen:
+                        continue
+                    seen.add((id(owner), attribute))
+                    found.append((owner, attribute, value.__wrapped__, hook.__qualname__))
+    finally:
+        instrumentor.uninstrument()
+    return found
+
+
+def _call_through(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return wrapped(*args, **kwargs)
+
+
+def call_through_patches(instrumentor: Any) -> list[str]:
+    """This package's patch points wrapped, with wrapt as ``instrument()``
+    does, by wrappers that only call through; their names."""
+    import wrapt
+
+    names = []
+    for owner, attribute, _, _ in patch_points(instrumentor):
+        wrapt.wrap_function_wrapper(owner, attribute, _call_through)
+        names.append(f"{getattr(owner, '__qualname__', owner.__name__)}.{attribute}")
+    return names
+
+
 # -- capture and replay of this package's span calls ------------------------
 
 

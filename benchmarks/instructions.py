@@ -16,7 +16,10 @@ middleware for aiohttp), except ``nomw``, the same app without it:
   ``set_status``, ``end``), made straight against the SDK;
 - ``bare_nosdk``, ``bare_nosdk_again``, ``ours_nosdk``: another process in
   which ``opentelemetry.sdk`` cannot be imported (the API alone, as when the
-  SDK is not installed); unsampled parent;
+  SDK is not installed); unsampled parent; and ``patches_nosdk``: this
+  package's patch points (found as the wrapt wrappers ``instrument()``
+  installs) wrapped instead, with wrapt, by wrappers that only call through:
+  what the patching costs before any of this package's logic;
 - the non-file request (a sync Starlette endpoint, run by anyio's
   ``run_sync``; an aiohttp handler awaiting ``loop.run_in_executor``):
   ``bare_*`` and ``ours_*`` as above.
@@ -110,6 +113,9 @@ ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     },
     ("nosdk", "bare"): {kind: ("bare_nosdk", "bare_nosdk_again") for kind in FILE_KINDS},
     ("nosdk", "ours"): {kind: ("ours_nosdk",) for kind in FILE_KINDS},
+    # this package's patch points wrapped (with wrapt) by call-through
+    # wrappers: the patching's own cost, before any of the package's logic
+    ("nosdk", "patches"): {kind: ("patches_nosdk",) for kind in FILE_KINDS},
 }
 
 
@@ -172,7 +178,9 @@ class _Counter:
 
 
 class _Child:
-    def __init__(self, framework: str, root: Path, sdk: bool, ours: bool | None) -> None:
+    def __init__(
+        self, framework: str, root: Path, sdk: bool, ours: bool | None, patches: bool = False
+    ) -> None:
         import _contrib
 
         self.c = _contrib
@@ -186,15 +194,17 @@ class _Child:
             # Default settings, the global providers; before the apps exist,
             # as with opentelemetry-instrument.
             self.instrumentor.instrument()
+        self.patch_points = _contrib.call_through_patches(self.instrumentor) if patches else []
         self.apps = _contrib.make_apps(framework, root)
         tag = "sdk" if sdk else "nosdk"
-        self.modes = _both(tag) if self.toggle else ROLES[(tag, "ours" if ours else "bare")]
+        role = "patches" if patches else "ours" if ours else "bare"
+        self.modes = _both(tag) if self.toggle else ROLES[(tag, role)]
         self.replays: dict[str, Callable[[], None]] = {}
         self.captured: dict[str, str] = {}
         self.etag = ""
 
     def batch(self, kind: str, mode: Mode) -> Callable[[int], Any]:
-        if not self.toggle and mode.app is not None and mode.ours != self.ours:
+        if not self.toggle and mode.app is not None and bool(mode.ours) != bool(self.ours):
             raise RuntimeError(f"{mode.name} in a process where ours={self.ours}")
         if mode.app is None:
             replay = self.replays[kind]
@@ -329,7 +339,7 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("sdk", choices=("sdk", "nosdk"))
-    parser.add_argument("role", choices=("bare", "ours", "both"))
+    parser.add_argument("role", choices=("bare", "ours", "patches", "both"))
     parser.add_argument("root", type=Path)
     parser.add_argument("library", help="the counter helper, or - for wall time")
     parser.add_argument("--responses", type=int, default=50)
@@ -350,15 +360,15 @@ def _child(argv: list[str]) -> int:
         sys.setswitchinterval(30.0)
 
     async def main() -> dict[str, Any]:
-        ours = {"bare": False, "ours": True, "both": None}[args.role]
-        child = _Child(args.framework, args.root, args.sdk == "sdk", ours)
+        ours = {"bare": False, "ours": True, "patches": False, "both": None}[args.role]
+        child = _Child(args.framework, args.root, args.sdk == "sdk", ours, args.role == "patches")
         await child.setup()
         try:
             if args.rounds:
                 timed = await _time(child, args.rounds, args.seconds, seed=13)
                 return {"captured": child.captured, "wall": timed}
             await _count(child, _Counter(args.library), args.responses)
-            return {"captured": child.captured}
+            return {"captured": child.captured, "patch_points": child.patch_points}
         finally:
             await child.stop()
 
@@ -572,7 +582,10 @@ def _wall_figure(
     if not times:
         return None
     rounds = len(next(iter(times.values())))
-    values = [f(lambda mode, i=i: times[mode][i]) for i in range(rounds)]  # type: ignore[misc]
+    try:
+        values = [f(lambda mode, i=i: times[mode][i]) for i in range(rounds)]  # type: ignore[misc]
+    except KeyError:  # a mode counted only (patches_nosdk)
+        return None
     return statistics.median(values)
 
 
@@ -669,6 +682,14 @@ def figures(result: Result) -> list[Figure]:
                     "no SDK installed: ours / bare",
                     _ours_over_bare("nosdk"),
                     TARGET_NOSDK[framework],
+                    3,
+                ),
+                _figure(
+                    result,
+                    (framework, "nosdk", kind),
+                    "no SDK: the patch points alone (call-through wrappers) / bare",
+                    lambda of: of("patches_nosdk") / of("bare_nosdk"),
+                    None,
                     3,
                 ),
             ]

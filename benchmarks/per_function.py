@@ -249,33 +249,12 @@ class Tracer:
                 )
 
     def wrap_patch_points(self, instrumentor: Any) -> list[tuple[str, str]]:
-        """Wrap the framework functions ``instrument()`` patches (found as the
-        wrapt wrappers it installs), named ``framework: owner.attr``; each
-        with the name of the hook that calls it."""
-        import wrapt
+        """Wrap the framework functions ``instrument()`` patches, named
+        ``framework: owner.attr``; each with the name of the hook that calls it."""
+        import _contrib
 
-        instrumentor.instrument()
-        found = []
-        for module in list(sys.modules.values()):
-            if module is None or (module.__name__ or "").startswith("otel_fileresp"):
-                continue
-            owners: list[Any] = [module]
-            owners += [v for v in vars(module).values() if isinstance(v, type)]
-            for owner in owners:
-                for attr, value in list(vars(owner).items()):
-                    if isinstance(value, wrapt.FunctionWrapper) and _ours(
-                        getattr(value, "_self_wrapper", None)
-                    ):
-                        hook = value._self_wrapper
-                        hook = getattr(hook, "__func__", hook)
-                        found.append((owner, attr, value.__wrapped__, hook.__qualname__))
-        instrumentor.uninstrument()
         names = []
-        seen = set()
-        for owner, attr, original, hook in found:
-            if (id(owner), attr) in seen:
-                continue
-            seen.add((id(owner), attr))
+        for owner, attr, original, hook in _contrib.patch_points(instrumentor):
             owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", "?"))
             name = f"framework: {owner_name}.{attr}"
             setattr(owner, attr, self.wrap(original, name))
