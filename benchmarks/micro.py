@@ -25,8 +25,7 @@ Modes:
   as ``recording`` exported (``tracer.start_span(name, context=parent).end()``
   with the same tracer provider and the same sampled parent).
 
-Where the recording cost goes, in the framework (the ``breakdown`` section
-takes ``finish()`` apart in isolation):
+Where the recording cost goes, in the framework:
 
 - ``recording_nometrics``: as ``recording`` with ``NoOpMeterProvider``;
 - ``recording_noprocessor``: as ``recording_nometrics`` with a tracer provider

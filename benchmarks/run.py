@@ -4,13 +4,9 @@
     python benchmarks/run.py            # full run (about 20 minutes on 2 cores)
     python benchmarks/run.py --quick    # routine run: fewer rounds and responses
 
-Sections (``--only`` picks some, comma-separated):
+Sections (``--section``/``--only`` picks some, comma-separated; the default
+runs ``instructions``, ``work``, ``e2e`` and ``memory``):
 
-- ``micro``: in-process time per response, instrumented / not, interleaved
-  A/B rounds, both frameworks, 200 and 304, non-recording, recording,
-  phase spans off, and the bare-SDK-span floor (``micro.py``);
-- ``breakdown``: where the recording cost goes inside ``finish()``
-  (``breakdown.py``);
 - ``instructions``: the targets of issue 13, with contrib's server
   middleware as the parent in every mode: instructions per response counted
   by valgrind (callgrind, two passes), wall time as a secondary figure
@@ -24,9 +20,11 @@ Sections (``--only`` picks some, comma-separated):
   ``strace -f -c`` when strace is installed (``e2e.py``);
 - ``memory``: RSS and open descriptors over 100 000 responses (5 000 with
   ``--quick``) (``memory.py``);
-- ``profile`` (only when asked for, ``--section profile``): this package's
-  functions' inclusive instructions per unsampled response, from
-  ``callgrind_annotate --inclusive=yes`` (``per_function.py``).
+- ``profile`` (only when asked for): this package's own instructions per
+  unsampled response, function by function, from ``callgrind_annotate
+  --inclusive=yes`` (``per_function.py``);
+- ``micro`` (only when asked for): issue 6's in-process wall-time modes,
+  interleaved A/B, without contrib's middleware (``micro.py``).
 
 Everything is bounded in count and in time, and talks to 127.0.0.1 only.
 ``--markdown FILE`` also writes the report to FILE. Needs the packages of
@@ -50,8 +48,8 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("micro", "breakdown", "instructions", "work", "e2e", "memory", "profile")
-DEFAULT_SECTIONS = SECTIONS[:-1]
+SECTIONS = ("instructions", "work", "e2e", "memory", "profile", "micro")
+DEFAULT_SECTIONS = SECTIONS[:4]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wall-rounds", type=int, help="instructions: wall-time rounds (7, quick 3; 0: none)"
     )
-    parser.add_argument("--rounds", type=int, help="A/B rounds (micro; default 31, quick 9)")
+    parser.add_argument("--rounds", type=int, help="micro: A/B rounds (31, quick 9)")
     parser.add_argument(
         "--python-load",
         action="store_true",
@@ -149,18 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             emit("\n## In-process overhead (interleaved A/B)\n\n" + micro.__doc__.strip())
             emit("\n" + text)
             checks += found
-        if "breakdown" in sections:
-            import breakdown
-
-            log("breakdown")
-            result = breakdown.run(
-                rounds=7 if quick else 21,
-                count=200 if quick else 400,
-                seed=11,
-                deadline_seconds=20 if quick else 90,
-            )
-            emit("\n## Where the recording cost goes\n\n" + breakdown.__doc__.strip())
-            emit("\n" + breakdown.report(result))
         if "instructions" in sections or "profile" in sections:
             import instructions
 
