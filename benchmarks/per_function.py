@@ -198,8 +198,28 @@ class Tracer:
             and _ours(result)
             and not hasattr(result, "_fileresp_traced")
         ):
+            self._wrap_outside_callables(result)
             return self.wrap(result, result.__qualname__)
         return result
+
+    def _wrap_outside_callables(self, closure: types.FunctionType) -> None:
+        """A closure of this package calls what it closed over (a worker-pool
+        job, the ASGI ``send``): those callables, not this package's, are
+        wrapped as ``outside: ...`` so that their cost is not the closure's."""
+        for cell in closure.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if (
+                callable(value)
+                and not isinstance(value, type)
+                and not _ours(value)
+                and not hasattr(value, "_fileresp_traced")
+                and isinstance(value, _CALLABLES)
+            ):
+                name = getattr(value, "__qualname__", None) or type(value).__name__
+                cell.cell_contents = self.wrap(value, f"outside: {name}")
 
     def wrap(self, fn: Any, name: str) -> Any:
         tracer = self
@@ -260,6 +280,15 @@ class Tracer:
             setattr(owner, attr, self.wrap(original, name))
             names.append((name, hook))
         return names
+
+
+_CALLABLES = (
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+    functools.partial,
+)
 
 
 def _ours(value: Any) -> bool:
@@ -528,7 +557,7 @@ def report(result: dict[str, Any], top: int = 25) -> str:
         ours = [
             node
             for node in found.values()
-            if not node.name.startswith(("framework: ", "<")) and node.calls
+            if not node.name.startswith(("framework: ", "outside: ", "<")) and node.calls
         ]
         ours.sort(key=lambda node: -node.own(overhead))
         total = sum(node.own(overhead) for node in ours)
@@ -543,8 +572,9 @@ def report(result: dict[str, Any], top: int = 25) -> str:
             f"profiling wrappers, {entry.get('wrapped', 0):,.0f} with them. Own "
             f"instructions of this package's functions, summed: {total:,.0f} (the wrapping "
             f"of each call, {overhead:,.0f} instructions, taken out of its caller's "
-            "figure). Not in any function of the package: wrapt's call of each hook and "
-            "the framework work a worker-pool job wrapper runs (in its own figure).\n\n"
+            "figure). Not in any function of the package: wrapt's call of each hook. "
+            "What a closure of the package calls from outside (a worker-pool job, "
+            "the ASGI `send` it wraps) is not in its figure; SDK calls are.\n\n"
             "| own | inclusive | calls | function |\n|---|---|---|---|\n" + "\n".join(lines)
         )
     return "\n\n".join(parts)
