@@ -10,6 +10,9 @@ middleware for aiohttp), except ``nomw``, the same app without it:
   only, unsampled parent; ``bare_sampled``: the same, sampled parent;
 - ``ours_unsampled``, ``ours_sampled``: the same with this package
   instrumented, default settings (``instrument()`` with no arguments);
+- ``ours_nometrics_unsampled``, ``ours_nometrics_sampled``: this package
+  with a no-op meter provider, so that the span path can be told from the
+  metric updates (whose exemplars cost more under a sampled parent);
 - ``replay``: no app: the span calls this package made for one recorded
   response (captured from ``ours_sampled``: every ``start_span`` with its
   name, parent, kind, attributes and timestamps, every ``set_attribute(s)``,
@@ -92,7 +95,8 @@ def _mode(name: str) -> Mode:
         return Mode(name, None, "sampled", False)
     if name == "nomw":
         return Mode(name, "nomw", "unsampled", False)
-    who, sampling = name.split("_")[:2]
+    parts = [p for p in name.split("_") if p != "again"]
+    who, sampling = parts[0], parts[-1]
     return Mode(name, "mw", "unsampled" if sampling == "nosdk" else sampling, who == "ours")
 
 
@@ -110,6 +114,10 @@ ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
         "200": ("ours_unsampled", "ours_sampled", "replay"),
         "304": ("ours_unsampled", "ours_sampled", "replay"),
         "nonfile": ("ours_unsampled", "ours_sampled"),
+    },
+    # this package with a no-op meter provider: its spans without its metrics
+    ("sdk", "nometrics"): {
+        kind: ("ours_nometrics_unsampled", "ours_nometrics_sampled") for kind in FILE_KINDS
     },
     ("nosdk", "bare"): {kind: ("bare_nosdk", "bare_nosdk_again") for kind in FILE_KINDS},
     ("nosdk", "ours"): {kind: ("ours_nosdk",) for kind in FILE_KINDS},
@@ -179,7 +187,13 @@ class _Counter:
 
 class _Child:
     def __init__(
-        self, framework: str, root: Path, sdk: bool, ours: bool | None, patches: bool = False
+        self,
+        framework: str,
+        root: Path,
+        sdk: bool,
+        ours: bool | None,
+        patches: bool = False,
+        nometrics: bool = False,
     ) -> None:
         import _contrib
 
@@ -190,14 +204,18 @@ class _Child:
         self.toggle = ours is None  # wall time: instrumented around each batch
         self.telemetry = _contrib.Telemetry() if sdk else None
         self.instrumentor = _contrib.instrumentor_for(framework)
-        if ours:
+        if ours and nometrics:
+            from opentelemetry.metrics import NoOpMeterProvider
+
+            self.instrumentor.instrument(meter_provider=NoOpMeterProvider())
+        elif ours:
             # Default settings, the global providers; before the apps exist,
             # as with opentelemetry-instrument.
             self.instrumentor.instrument()
         self.patch_points = _contrib.call_through_patches(self.instrumentor) if patches else []
         self.apps = _contrib.make_apps(framework, root)
         tag = "sdk" if sdk else "nosdk"
-        role = "patches" if patches else "ours" if ours else "bare"
+        role = "patches" if patches else "nometrics" if nometrics else "ours" if ours else "bare"
         self.modes = _both(tag) if self.toggle else ROLES[(tag, role)]
         self.replays: dict[str, Callable[[], None]] = {}
         self.captured: dict[str, str] = {}
@@ -217,14 +235,14 @@ class _Child:
         request = self.c.request_for(kind, mode.sampling, self.etag)
         return self.apps.batch(mode.app, request)
 
-    async def setup(self) -> None:
+    async def setup(self, nometrics: bool = False) -> None:
         await self.apps.start()
         probe = self.c.request_for("200", "unsampled", "")
         status, headers = await self.apps.one("mw", probe)
         if status != 200 or "etag" not in headers:
             raise RuntimeError(f"{self.framework}: no ETag ({status})")
         self.etag = headers["etag"]
-        if self.telemetry is not None and self.ours is not False:
+        if self.telemetry is not None and self.ours is not False and not nometrics:
             for kind in FILE_KINDS:
                 self._instrument(True)
                 try:
@@ -339,7 +357,7 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("sdk", choices=("sdk", "nosdk"))
-    parser.add_argument("role", choices=("bare", "ours", "patches", "both"))
+    parser.add_argument("role", choices=("bare", "ours", "patches", "nometrics", "both"))
     parser.add_argument("root", type=Path)
     parser.add_argument("library", help="the counter helper, or - for wall time")
     parser.add_argument("--responses", type=int, default=50)
@@ -360,9 +378,16 @@ def _child(argv: list[str]) -> int:
         sys.setswitchinterval(30.0)
 
     async def main() -> dict[str, Any]:
-        ours = {"bare": False, "ours": True, "patches": False, "both": None}[args.role]
-        child = _Child(args.framework, args.root, args.sdk == "sdk", ours, args.role == "patches")
-        await child.setup()
+        ours = {"bare": False, "ours": True, "patches": False, "nometrics": True, "both": None}
+        child = _Child(
+            args.framework,
+            args.root,
+            args.sdk == "sdk",
+            ours[args.role],
+            args.role == "patches",
+            args.role == "nometrics",
+        )
+        await child.setup(args.role == "nometrics")
         try:
             if args.rounds:
                 timed = await _time(child, args.rounds, args.seconds, seed=13)
@@ -619,12 +644,25 @@ def _added_over_contrib(sampling: str) -> Callable[[Of], float]:
     return f
 
 
-def _span_path_over_replay(of: Of) -> float:
+def _span_path_over_replay(ours: str) -> Callable[[Of], float]:
     """What recording adds to this package's unsampled cost, over the SDK's
-    cost of the same span calls (``replay``)."""
-    sampled = of("ours_sampled") - of("bare_sampled")
-    unsampled = of("ours_unsampled") - of("bare_unsampled")
-    return (sampled - unsampled) / of("replay")
+    cost of the same span calls (``replay``); ``ours``: ``ours`` (default
+    settings) or ``ours_nometrics`` (no-op meter provider: the spans alone)."""
+
+    def f(of: Of) -> float:
+        sampled = of(f"{ours}_sampled") - of("bare_sampled")
+        unsampled = of(f"{ours}_unsampled") - of("bare_unsampled")
+        return (sampled - unsampled) / of("replay")
+
+    return f
+
+
+def _metrics_over_bare(sampling: str) -> Callable[[Of], float]:
+    def f(of: Of) -> float:
+        metrics = of(f"ours_{sampling}") - of(f"ours_nometrics_{sampling}")
+        return metrics / of(f"bare_{sampling}")
+
+    return f
 
 
 def _ours_over_bare(sampling: str) -> Callable[[Of], float]:
@@ -672,9 +710,23 @@ def figures(result: Result) -> list[Figure]:
                 _figure(
                     result,
                     key,
-                    "recorded span path / SDK replay of its span calls",
-                    _span_path_over_replay,
+                    "recorded span path (metrics off) / SDK replay of its span calls",
+                    _span_path_over_replay("ours_nometrics"),
                     TARGET_OVER_REPLAY,
+                ),
+                _figure(
+                    result,
+                    key,
+                    "recorded - unsampled, default settings (spans + exemplars) / replay",
+                    _span_path_over_replay("ours"),
+                    None,
+                ),
+                _figure(
+                    result,
+                    key,
+                    "this package's metric updates, unsampled / bare",
+                    _metrics_over_bare("unsampled"),
+                    None,
                 ),
                 _figure(
                     result,
