@@ -261,6 +261,30 @@ DISTRIBUTIONS = (
 )
 
 
+def _checkout() -> str:
+    """The commit of the checkout whose package is measured (and whether
+    its tree has changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "otel_fileresp"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" (otel_fileresp has uncommitted changes)" if dirty else "")
+
+
 def environment() -> dict[str, str]:
     versions = []
     for name in DISTRIBUTIONS:
@@ -276,6 +300,7 @@ def environment() -> dict[str, str]:
         pass
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "checkout": _checkout(),
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, {memory} RAM, "
         f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",

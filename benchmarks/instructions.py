@@ -792,8 +792,8 @@ def targets_table(found: list[Figure]) -> tuple[str, list[tuple[str, str, bool]]
             text = f"{figure.value:.{figure.digits}f}"
             met = figure.met()
             if met is not None:
-                text += " yes" if met else " **NO**"
                 checks.append((f"{name} {framework} {figure.kind}, instructions", text, met))
+                text += " yes" if met else " **NO**"
             cells.append(text)
             goal = _goal_text(figure)
             if goal not in goals:
