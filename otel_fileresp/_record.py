@@ -359,10 +359,14 @@ class ResponseRecord:
             self._mark(n.PHASE_OPEN, start_ns, end_ns)
         return True
 
-    def open_failed(self, path: object, start_ns: int) -> None:
-        """Opening the served file (if ``path`` is it) was tried and failed."""
-        if self._open_start_ns is None and self.is_served(path):
+    def open_failed(self, path: object, start_ns: int) -> bool:
+        """Opening a file failed: True if it was the served one (then its open
+        was tried, though nothing was opened)."""
+        if not self.is_served(path):
+            return False
+        if self._open_start_ns is None:
             self._open_start_ns = start_ns
+        return True
 
     @property
     def open_tried(self) -> bool:

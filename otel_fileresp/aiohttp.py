@@ -380,7 +380,8 @@ class _AiohttpHooks(Hooks):
             file_object = wrapped(*args, **kwargs)
         except BaseException:
             with contained("aiohttp.open", "failed to record an open"):
-                scope.record.open_failed(instance, started)
+                if scope.record.open_failed(instance, started):
+                    scope.record.job_is(scope.job, n.JOB_OPEN)
             raise
         ended = perf_counter_ns()
         with contained("aiohttp.open", "failed to record an open"):
