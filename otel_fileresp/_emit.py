@@ -141,24 +141,19 @@ def _response_attributes(record: ResponseRecord, settings: Settings) -> dict[str
         n.ATTR_JOBS: record.jobs,
         n.ATTR_WAIT: record.wait_s,
     }
-    status = record.status
-    if status is not None:
-        attributes[n.ATTR_STATUS_CODE] = status
-    size = record.file_size
-    if size is not None:
-        attributes[n.ATTR_FILE_SIZE] = size
+    optional = (
+        (n.ATTR_STATUS_CODE, record.status),
+        (n.ATTR_FILE_SIZE, record.file_size),
+        (n.ATTR_CONTENT_ENCODING, record.content_encoding),
+        (n.ATTR_ERROR_TYPE, record.error_type),
+    )
+    attributes.update((name, value) for name, value in optional if value is not None)
     capture = settings.capture_path
     path = record.file_path
     if path and capture != "none":
         attributes[n.ATTR_FILE_NAME] = valid_text(os.path.basename(path))
         if capture == "full":
             attributes[n.ATTR_FILE_PATH] = valid_text(path)
-    encoding = record.content_encoding
-    if encoding is not None:
-        attributes[n.ATTR_CONTENT_ENCODING] = encoding
-    error_type = record.error_type
-    if error_type is not None:
-        attributes[n.ATTR_ERROR_TYPE] = error_type
     return attributes
 
 

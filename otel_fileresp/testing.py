@@ -372,21 +372,12 @@ class FileResponseRecorder:
 
         self.assert_none(offends, f"opened the file ({wanted})", timeout=timeout)
 
-    async def assert_not_opened_async(
-        self,
-        where: Callable[[RecordedResponse], bool] | None = None,
-        *,
-        status: int | None = None,
-        outcome: str | None = None,
-        framework: str | None = None,
-        timeout: float = SETTLE_TIMEOUT,
-    ) -> None:
-        """:meth:`assert_not_opened` for async tests (awaits the responses in flight)."""
+    async def assert_not_opened_async(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`assert_not_opened` (same arguments) for async tests: awaits
+        the responses in flight first, so the server keeps running."""
         __tracebackhide__ = True
-        await self.asettle(timeout)
-        self.assert_not_opened(
-            where, status=status, outcome=outcome, framework=framework, timeout=timeout
-        )
+        await self.asettle(kwargs.get("timeout", SETTLE_TIMEOUT))
+        self.assert_not_opened(*args, **kwargs)
 
     def assert_none(
         self,

@@ -16,7 +16,6 @@ runs, as a server span would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,6 @@ class CountingParentBased(ParentBased):
     def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
         self.asked += 1
         return super().should_sample(*args, **kwargs)
-
-
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    found = Telemetry()
-    yield found
-    found.shutdown()
 
 
 def with_sampler(telemetry: Telemetry, sampler: Sampler) -> Telemetry:

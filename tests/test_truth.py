@@ -69,13 +69,6 @@ def site(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    found = Telemetry()
-    yield found
-    found.shutdown()
-
-
 def etag_of(server: LoopbackServer, path: str) -> str:
     reply = server.request("GET", path)
     assert reply.status == 200
