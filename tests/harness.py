@@ -241,3 +241,46 @@ def serve_aiohttp(
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(SERVER_START_TIMEOUT + shutdown_timeout)
         sock.close()
+
+
+# -- instrumenting, and reading what was recorded (every test module) --------
+
+SCOPE = "otel_fileresp"
+RESPONSE = "fileresp.response"
+
+
+def _instrumentors() -> dict[str, Any]:
+    from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
+
+    return {
+        "starlette": StarletteFileResponseInstrumentor,
+        "aiohttp": AiohttpFileResponseInstrumentor,
+    }
+
+
+@contextmanager
+def instrumenting(framework: str, telemetry: Telemetry, **settings: Any) -> Iterator[Any]:
+    """``framework`` instrumented with ``telemetry``'s providers while the context lasts."""
+    instrumentor = _instrumentors()[framework]()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        **settings,
+    )
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def our_spans(telemetry: Telemetry) -> list[ReadableSpan]:
+    return [s for s in telemetry.spans() if s.instrumentation_scope.name == SCOPE]
+
+
+def responses(telemetry: Telemetry) -> list[ReadableSpan]:
+    """The ``fileresp.response`` spans recorded so far."""
+    return [s for s in our_spans(telemetry) if s.name == RESPONSE]
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})

@@ -37,7 +37,6 @@ from aiohttp_support import (
     WAIT,
     Exchange,
     Site,
-    attrs,
     child,
     child_names,
     children,
@@ -48,12 +47,11 @@ from aiohttp_support import (
     module_site,
     only_response,
     points,
-    responses,
     serve_site,
     traced_telemetry,
     wait_jobs,
 )
-from harness import Telemetry
+from harness import Telemetry, attrs, responses
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 

@@ -32,7 +32,6 @@ from aiohttp_support import (
     SUPPRESS_HEADER,
     Exchange,
     Site,
-    attrs,
     child,
     children,
     etag_of,
@@ -40,11 +39,10 @@ from aiohttp_support import (
     module_site,
     only_response,
     points,
-    responses,
     serve_site,
     traced_telemetry,
 )
-from harness import Telemetry
+from harness import Telemetry, attrs, responses
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 from aiohttp_support import COMBINED_JOB, STATIC_LOOKUP_JOB
-from harness import Reply, Telemetry
+from harness import Reply, Telemetry, attrs, our_spans, responses
 from opentelemetry.sdk.trace import ReadableSpan
 from starlette.staticfiles import StaticFiles
-from support import FRAMEWORKS, attrs, our_spans, responses, serve
+from support import FRAMEWORKS, serve
 
 FILES = 500
 IN_FLIGHT = 64

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
+from harness import Telemetry, instrumenting
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from support import FRAMEWORKS, instrumenting, serve
+from support import FRAMEWORKS, serve
 
 from otel_fileresp import _names as n
 from otel_fileresp.settings import Settings

@@ -22,9 +22,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from harness import Telemetry, serve_aiohttp, serve_asgi
+from harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
 from otlp_receiver import otlp_http_receiver
-from support import instrumenting
 from test_autoinstrument import instrumented
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

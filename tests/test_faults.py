@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp_support import STATIC_LOOKUP_JOB
-from harness import Reply, Telemetry, child_names
+from harness import Reply, Telemetry, attrs, child_names, responses
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -46,15 +46,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from starlette.staticfiles import StaticFiles
-from support import (
-    FRAMEWORKS,
-    INSTRUMENTORS,
-    CustomTelemetry,
-    attrs,
-    responses,
-    serve,
-    without_boundary,
-)
+from support import FRAMEWORKS, INSTRUMENTORS, CustomTelemetry, serve, without_boundary
 
 from otel_fileresp._log import forget_logged
 

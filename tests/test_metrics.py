@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
+from harness import Telemetry, responses
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from support import Served, responses, serve
+from support import Served, serve
 
 FRAMEWORKS = ["starlette", "aiohttp"]
 PATH = "/static/small.txt"

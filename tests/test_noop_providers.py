@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
+from harness import Telemetry, responses
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
-from support import FRAMEWORKS, INSTRUMENTORS, responses, serve, without_boundary
+from support import FRAMEWORKS, INSTRUMENTORS, serve, without_boundary
 
 from otel_fileresp import _telemetry
 

@@ -30,22 +30,24 @@ import anyio
 import anyio.to_thread
 import pytest
 import starlette
-from harness import LoopbackServer, Telemetry, child_names, serve_aiohttp, serve_asgi
+from harness import (
+    LoopbackServer,
+    Telemetry,
+    attrs,
+    child_names,
+    instrumenting,
+    serve_aiohttp,
+    serve_asgi,
+)
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from support import instrumenting
 
 STARLETTE = tuple(int(p) for p in starlette.__version__.split(".")[:2])
 RESPONSE = "fileresp.response"
 BODY = b"the served file\n"
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def opens_by_status(telemetry: Telemetry, framework: str) -> dict[int, int]:
