@@ -19,7 +19,7 @@ verb                             the framework...
 :meth:`~ResponseRecord.wrap_job`  submits a job to its worker pool
 :meth:`~ResponseRecord.job_is`    (worker side) says what the running job is
 :meth:`~ResponseRecord.head_sent` handed the status and headers to the server
-:meth:`~ResponseRecord.send_started`, :meth:`~ResponseRecord.body_chunk`,
+:meth:`~ResponseRecord.body_chunk`, :meth:`~ResponseRecord.body_handed_over`,
 :meth:`~ResponseRecord.body_done`, :meth:`~ResponseRecord.pathsend` send the body
 :meth:`~ResponseRecord.end`       returned or raised: the response ends (once)
 ================================ ===============================================
@@ -199,6 +199,7 @@ class ResponseRecord:
         "_read_wait_max_ns",
         "_read_wait_ns",
         "_scope",
+        "_send_start_ns",
         "_sending",
         "_served",
         "_sink",
@@ -242,6 +243,7 @@ class ResponseRecord:
         self._bytes = 0
         self._transfer = n.TRANSFER_NONE
         self._sending = False
+        self._send_start_ns: int | None = None
         self._served: tuple[object, ...] = ()
         self._file_object_id: int | None = None
         self._opened = False
@@ -552,7 +554,9 @@ class ResponseRecord:
             self._jobs += 1
             self._wait_ns += wait
             kind = job.kind
-            if kind == n.JOB_OPEN and ok and job.opens is not None:
+            if kind == n.JOB_READ:
+                self._transfer = n.TRANSFER_READ
+            elif kind == n.JOB_OPEN and ok and job.opens is not None:
                 self.file_opened(job.opens, started, ended)
                 self.file_object(result)
             if not self.detailed:
@@ -562,7 +566,6 @@ class ResponseRecord:
                 if job.is_stat and n.PHASE_STAT not in self._phases:
                     self._mark(n.PHASE_STAT, started, ended)
             elif kind == n.JOB_READ:
-                self._transfer = n.TRANSFER_READ
                 self._read_count += 1
                 self._read_wait_ns += wait
                 self._read_wait_max_ns = max(self._read_wait_max_ns, wait)
@@ -578,12 +581,34 @@ class ResponseRecord:
             self._expected_bytes = content_length
             self._last_byte_ns = now_ns
 
-    def send_started(self, transfer: str, now_ns: int) -> None:
-        """The body transfer starts (``sendfile``; reads are noted by their jobs)."""
+    def send_started(self, now_ns: int) -> None:
+        """The framework starts handing the body over without showing its chunks
+        (aiohttp's ``sendfile`` or its read fallback): jobs of unknown kind from
+        now on are body reads."""
         self._sending = True
-        self._transfer = transfer
-        if self.detailed:
-            self._mark(n.PHASE_SEND, now_ns, now_ns)
+        self._send_start_ns = now_ns
+
+    def send_failed(self, now_ns: int) -> None:
+        """Handing the body over raised at ``now_ns`` (a client gone mid-body)."""
+        self._sending = False
+        start = self._send_start_ns
+        if self.detailed and start is not None:
+            self._mark(n.PHASE_SEND, start, now_ns)
+
+    def body_handed_over(self, size: int, now_ns: int, transfer: str) -> None:
+        """The framework handed the whole body (``size`` bytes; 0 for none) to
+        the connection by ``now_ns``, by ``transfer`` or by the read jobs the
+        record saw (then ``transfer=read``): the response is complete. A HEAD
+        sends no body, whatever the length announced."""
+        if size and not self._head:
+            self._bytes = size
+            self._last_byte_ns = now_ns
+            if self._transfer != n.TRANSFER_READ:
+                self._transfer = transfer
+            if self.detailed:
+                start = self._send_start_ns
+                self._mark(n.PHASE_SEND, now_ns if start is None else start, now_ns)
+        self.body_done(now_ns)
 
     def body_chunk(self, size: int, now_ns: int) -> None:
         """``size`` body bytes were handed to the server."""

@@ -57,11 +57,15 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   stat job to the decision (``_not_modified``, ``_precondition_failed``, the
   next job's submission, or the end of ``prepare`` for HEAD, 416 and empty
   files), so it includes the loop's wake-up after the stat job;
-- ``FileResponse._sendfile`` times ``fileresp.send``: ``transfer=sendfile``
-  for ``loop.sendfile``, ``transfer=read`` when aiohttp falls back to executor
-  reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs submitted
-  while the body is sent are counted in ``fileresp.read.count``, never one
-  span each.
+- ``FileResponse._prepare_open_file`` (3.11.10+) or ``_sendfile`` (up to
+  3.11.9) times ``fileresp.send`` and marks the response's last byte (the
+  deferred close comes after it): ``transfer=sendfile`` for
+  ``loop.sendfile``, ``transfer=read`` when aiohttp falls back to executor
+  reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs
+  submitted meanwhile are counted in ``fileresp.read.count``, never one span
+  each. ``fileresp.bytes`` is the ``Content-Length`` aiohttp sent in full
+  (none when it raised). From 3.11.10 the send phase also covers the
+  headers' preparation after the open, on the loop;
 
 From 3.11.10 aiohttp opens the file before the range and method checks, so
 HEAD, 416 and zero-length responses are ``opened=true`` there (and not on
@@ -277,7 +281,7 @@ class _AiohttpHooks(Hooks):
                 holder = telemetry.new_record()
             setattr(instance, _HOLDER, holder)
 
-    # ``prepare`` and ``sendfile`` are wrapped by plain functions returning the
+    # ``prepare`` is wrapped by a plain function returning the
     # awaitable: aiohttp's own coroutine when nothing records (no extra frame
     # for every resumption), else ours.
 
@@ -294,7 +298,8 @@ class _AiohttpHooks(Hooks):
             # a directory), no status was sent and the outcome is ``error``.
             if _headers_sent(instance):
                 now = perf_counter_ns()
-                record.head_sent(instance.status, now)
+                status = instance.status
+                record.head_sent(status, now)
                 if error is None:
                     record.body_done(now)  # what is left is aiohttp's own EOF
             status = record.status
@@ -389,6 +394,17 @@ class _AiohttpHooks(Hooks):
                 scope.record.job_is(scope.job, n.JOB_OPEN)
         return file_object
 
+    def send(
+        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
+    ) -> Awaitable[Any]:
+        """``_prepare_open_file`` (3.11.10+) or ``_sendfile`` (up to 3.11.9):
+        what aiohttp does once the file is open, up to its last body byte; the
+        close follows, after the response's end."""
+        scope = current_scope()
+        if scope is None:
+            return wrapped(*args, **kwargs)
+        return _sent(scope.record, instance, wrapped(*args, **kwargs))
+
     def decision(self, result: str) -> Callable[..., Any]:
         """Wrapper of ``_not_modified`` / ``_precondition_failed``: the on-loop decision."""
 
@@ -401,24 +417,17 @@ class _AiohttpHooks(Hooks):
 
         return decided
 
-    def sendfile(
-        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-    ) -> Awaitable[Any]:
-        scope = current_scope()
-        if scope is None:
-            return wrapped(*args, **kwargs)
-        return _timed_sendfile(scope.record, wrapped, args, kwargs)
 
-
-async def _timed_sendfile(
-    record: ResponseRecord, wrapped: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
-) -> Any:
-    """``FileResponse._sendfile``, as the send phase of ``record``."""
-    record.send_started(n.TRANSFER_SENDFILE, perf_counter_ns())
-    writer = await wrapped(*args, **kwargs)
-    now = perf_counter_ns()
-    record.body_chunk(args[3] if len(args) > 3 else kwargs["count"], now)
-    record.body_done(now)
+async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) -> T:
+    record.send_started(perf_counter_ns())
+    try:
+        writer = await sending
+    except BaseException:
+        record.send_failed(perf_counter_ns())
+        raise
+    status = response.status
+    size = response.content_length if status in (200, 206) else 0
+    record.body_handed_over(size or 0, perf_counter_ns(), n.TRANSFER_SENDFILE)
     return writer
 
 
@@ -444,13 +453,23 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
             Patch(_FILE_RESPONSE, "__init__", hooks.init),
             Patch(_FILE_RESPONSE, "prepare", hooks.prepare),
             Patch(_FILE_RESPONSE, stat_method, hooks.stat),
-            Patch(_FILE_RESPONSE, "_not_modified", hooks.decision(n.PRECONDITION_NOT_MODIFIED)),
-            Patch(_FILE_RESPONSE, "_precondition_failed", hooks.decision(n.PRECONDITION_FAILED)),
-            Patch(_FILE_RESPONSE, "_sendfile", hooks.sendfile),
             # Every release: an open of the served file by anything serving the
             # response (aiohttp's open job or `_make_response`, a subclass).
             Patch("pathlib:Path", "open", hooks.path_open),
         ]
         if combined_job:
+            # The checks' result and time come from the job's own result;
+            # everything after the open, up to the last byte, is one method.
             patches.append(Patch(_FILE_RESPONSE, "_make_response", hooks.make_response))
+            patches.append(Patch(_FILE_RESPONSE, "_prepare_open_file", hooks.send))
+        else:
+            patches.append(Patch(_FILE_RESPONSE, "_sendfile", hooks.send))
+            # Up to 3.11.9 the checks run on the loop: their decision is timed here.
+            patches.extend(
+                Patch(_FILE_RESPONSE, name, hooks.decision(result))
+                for name, result in (
+                    ("_not_modified", n.PRECONDITION_NOT_MODIFIED),
+                    ("_precondition_failed", n.PRECONDITION_FAILED),
+                )
+            )
         return patches

@@ -60,7 +60,12 @@ LONG_BLOCK = 30.0
 # phase span that then goes missing.
 MISSING: dict[str, tuple[Any, str, str]] = {
     "starlette": (StaticFiles, "is_not_modified", "fileresp.precondition"),
-    "aiohttp": (web.FileResponse, "_sendfile", "fileresp.send"),
+    # The send hook: `_prepare_open_file` from 3.11.10, `_sendfile` before.
+    "aiohttp": (
+        web.FileResponse,
+        "_prepare_open_file" if hasattr(web.FileResponse, "_make_response") else "_sendfile",
+        "fileresp.send",
+    ),
 }
 
 Exchange = tuple[Any, ...]

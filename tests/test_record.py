@@ -220,7 +220,7 @@ def perf_now() -> int:
 
 def test_a_job_of_unknown_kind_while_sending_is_a_read() -> None:
     record, _ = new()
-    record.send_started(n.TRANSFER_SENDFILE, 2_000)
+    record.send_started(2_000)
     run_job(record, None)()
     assert record.reads[0] == 1
 
