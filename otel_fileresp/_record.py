@@ -72,7 +72,7 @@ from typing import Any, Final, Protocol, TypeVar
 from opentelemetry import context as context_api
 
 from otel_fileresp import _names as n
-from otel_fileresp._log import contained
+from otel_fileresp._log import contained, log_once
 
 T = TypeVar("T")
 
@@ -182,6 +182,7 @@ class ResponseRecord:
         "_content_encoding",
         "_end_ns",
         "_error_type",
+        "_expected",
         "_expected_bytes",
         "_file_object_id",
         "_file_path",
@@ -254,6 +255,7 @@ class ResponseRecord:
         self._precondition_result: str | None = None
         self._precondition_header: str | None = None
         self._phases: dict[str, list[int]] = {}
+        self._expected: tuple[tuple[str, str], ...] = ()
         self._jobs = 0
         self._wait_ns = 0
         self._wait_spans: list[tuple[str, int, int]] = []
@@ -308,8 +310,26 @@ class ResponseRecord:
         if self._end_ns is None:
             last = self._last_byte_ns if complete else None
             self._end_ns = last if last is not None else now
+        if self._expected and self.detailed and self._status in (200, 206, 304):
+            self._log_missing_phases()
         self._state = State.ENDED
         self._sink.response_ended(self)
+
+    def expect(self, phase: str, hook: str) -> None:
+        """A served file's response has ``phase``, seen by ``hook`` (a name this
+        release must still match): if it ends without it, that is said once."""
+        self._expected = (*self._expected, (phase, hook))
+
+    def _log_missing_phases(self) -> None:
+        for phase, hook in self._expected:
+            if phase not in self._phases:
+                log_once(
+                    f"missing.{self.framework}.{phase}",
+                    f"{self.framework}: a file response ended without its {phase} phase; "
+                    f"{hook} no longer matches what this release (or a subclass) does, "
+                    f"so fileresp.{phase} is missing from the telemetry",
+                    with_traceback=False,
+                )
 
     def _all_sent(self) -> bool:
         """Whether everything the client is owed was handed over (head sent)."""

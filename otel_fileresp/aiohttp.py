@@ -184,6 +184,7 @@ class _AiohttpHooks(Hooks):
     # Set by the instrumentor once aiohttp is imported.
     file_response_type: type[Any] = type(None)
     static_resource_type: type[Any] = type(None)
+    stat_method: str = _STAT_METHODS[0]
 
     def submit(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
@@ -328,6 +329,7 @@ class _AiohttpHooks(Hooks):
             record.begin(head=request.method == "HEAD")
             record.request_headers = request.headers
             record.serves(getattr(response, "_path", None))
+            record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
             telemetry.note_asyncio_executor()
             return record
         return None
@@ -447,6 +449,7 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         hooks.file_response_type = FileResponse
         hooks.static_resource_type = StaticResource
         stat_method = next((m for m in _STAT_METHODS if hasattr(FileResponse, m)), _STAT_METHODS[0])
+        hooks.stat_method = stat_method
         combined_job = hasattr(FileResponse, "_make_response")  # aiohttp 3.11.10+
         patches = [
             Patch("concurrent.futures.thread:ThreadPoolExecutor", "submit", hooks.submit),

@@ -243,6 +243,8 @@ class _StarletteHooks(Hooks):
             telemetry.note_anyio_limiter()
             if response is not None:
                 record.serves(response.path, _size_of(response))
+            else:
+                record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
             return record
         return None
 

@@ -369,3 +369,33 @@ def test_jobs_run_with_their_record_current_in_the_worker() -> None:
     worker.start()
     worker.join(5)
     assert seen == [record]
+
+
+def test_an_expected_phase_that_never_came_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A future release whose name-matched hook no longer matches: logged, once."""
+    import logging
+
+    from otel_fileresp._log import forget_logged
+
+    forget_logged()
+    caplog.set_level(logging.WARNING, logger="otel_fileresp")
+    for _ in range(2):
+        record, _ = new()
+        record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
+        record.head_sent(200, 2_000, 0)
+        record.end()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "without its stat phase" in warning
+    assert "StaticFiles.lookup_path" in warning
+    # A response that had it, or that served nothing, says nothing.
+    caplog.clear()
+    forget_logged()
+    record, _ = new()
+    record.expect(n.PHASE_STAT, "hook")
+    record.stat(10, 20)
+    record.head_sent(200, 2_000, 0)
+    record.end()
+    record, _ = new()
+    record.expect(n.PHASE_STAT, "hook")
+    record.end(HTTPError(404))
+    assert caplog.records == []
