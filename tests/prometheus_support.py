@@ -18,6 +18,7 @@ and the PromQL of docs/ and examples/ as the files themselves hold it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -457,3 +459,119 @@ def dashboard_variables() -> list[Expression]:
         for variable in json.loads(path.read_text(encoding="utf-8"))["templating"]["list"]
         if variable.get("datasource", {}).get("type") == "prometheus"
     ]
+
+
+# -- what the tests share ---------------------------------------------------------
+
+FRAMEWORKS = ("starlette", "aiohttp")
+PATH = "/static/small.txt"
+ALERTS = EXAMPLES / "tempo" / "alerts.yaml"
+OPENS_304 = 'fileresp_opens_total{http_response_status_code="304"}'
+
+
+def rule_files(tmp: Path) -> list[Path]:
+    """The rule files Prometheus loads: the real examples' files as they are,
+    and the docs' rules gathered in one temporary file."""
+    sources = rule_sources()
+    files = [s.file for s in sources if s.file is not None]
+    assert ALERTS in files
+    shown = [s for s in sources if s.file is None]
+    assert shown, "no rules found in the docs"
+    return [*files, write_rule_file(tmp / "docs-rules.yaml", shown)]
+
+
+def make_site(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "small.txt").write_bytes(bytes(range(256)) * 4)
+    return root
+
+
+def get(server: Any, headers: dict[str, str] | None = None, path: str = PATH) -> Any:
+    return server.request("GET", path, headers or {}, timeout=60.0)
+
+
+def rfc3339(stamp: str) -> float:
+    """Prometheus's RFC 3339 times (nanoseconds, Z) as a Unix time."""
+    found = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    assert found, stamp
+    base, fraction, zone = found.groups()
+    whole = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return whole + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def by_labels(samples: list[Sample], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    found: dict[tuple[str, ...], float] = {}
+    for sample in samples:
+        group = tuple(sample.labels.get(name, "") for name in by)
+        assert group not in found, (by, samples)
+        found[group] = sample.value
+    return found
+
+
+def alert_states(prometheus: Prometheus, name: str) -> list[tuple[str, dict[str, str]]]:
+    """(state, fileresp_* labels) of the active alerts of rule ``name``."""
+    return sorted(
+        (
+            (a["state"], {k: v for k, v in a["labels"].items() if k.startswith("fileresp_")})
+            for a in prometheus.alerts()
+            if a["labels"]["alertname"] == name
+        ),
+        key=lambda found: (found[0], sorted(found[1].items())),
+    )
+
+
+# -- the truth: the SDK's in-memory reader, named as Prometheus names it -------------
+
+Labels = frozenset[tuple[str, str]]
+
+
+def label_name(attribute: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
+
+
+def label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Hist:
+    bounds: tuple[float, ...]  # upper bounds, +Inf last
+    cumulative: tuple[float, ...]
+    sum: float
+
+    @property
+    def count(self) -> float:
+        return self.cumulative[-1]
+
+
+def snapshot(telemetry: CustomTelemetry) -> dict[str, dict[Labels, Any]]:
+    """Prometheus metric name -> labels -> value or Hist, from one collection."""
+    names = {
+        "fileresp.duration": "fileresp_duration_seconds",
+        "fileresp.phase.duration": "fileresp_phase_duration_seconds",
+        "fileresp.opens": "fileresp_opens_total",
+    }
+    found: dict[str, dict[Labels, Any]] = {}
+    data = telemetry.metric_reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                name = names.get(metric.name, label_name(metric.name))
+                for point in metric.data.data_points:
+                    labels = frozenset(
+                        (label_name(k), label_value(v)) for k, v in point.attributes.items()
+                    )
+                    if hasattr(point, "bucket_counts"):
+                        cumulative = []
+                        total = 0
+                        for count in point.bucket_counts:
+                            total += count
+                            cumulative.append(float(total))
+                        bounds = (*map(float, point.explicit_bounds), math.inf)
+                        value: Any = Hist(bounds, tuple(cumulative), point.sum)
+                    else:
+                        value = float(point.value)
+                    found.setdefault(name, {})[labels] = value
+    return found
