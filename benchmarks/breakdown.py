@@ -33,9 +33,9 @@ from opentelemetry import context as context_api
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from otel_fileresp._core import ResponseRecord, Telemetry
 
 from otel_fileresp import _names as n
-from otel_fileresp._core import ResponseRecord, Telemetry
 from otel_fileresp.settings import Settings
 
 SPANS = 7

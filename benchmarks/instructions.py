@@ -74,9 +74,9 @@ from micro import MODES as MICRO_MODES  # noqa: E402
 from opentelemetry.trace.propagation.tracecontext import (  # noqa: E402
     TraceContextTextMapPropagator,
 )
+from otel_fileresp._core import Telemetry  # noqa: E402
 
 from otel_fileresp import _names as n  # noqa: E402
-from otel_fileresp._core import Telemetry  # noqa: E402
 from otel_fileresp._patching import Patch, PatchSet  # noqa: E402
 from otel_fileresp.settings import Settings  # noqa: E402
 
