@@ -10,7 +10,9 @@ asserts its values; an expression without one, or a check whose expression is
 gone, fails ``test_every_expression_found_has_a_check``.
 
 The known traffic (module fixture ``run``), on a Starlette and an aiohttp
-server in this process sharing one meter provider:
+server in this process sharing one meter provider (Starlette with the
+default phase metrics, ``threadpool.wait`` only; aiohttp with every phase,
+``phase_metrics="all"``, so the per-phase expressions see several):
 
 1. one 200 and one 304 per framework (so every series exists before
    Prometheus's first scrape; a series' first sample is not an increase);
@@ -175,7 +177,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with (
         metrics_endpoint() as (telemetry, port),
         serve("starlette", root, telemetry) as starlette,
-        serve("aiohttp", root, telemetry) as aiohttp,
+        serve("aiohttp", root, telemetry, phase_metrics="all") as aiohttp,
     ):
         servers = {"starlette": starlette, "aiohttp": aiohttp}
         etags = {}
@@ -286,6 +288,20 @@ def check_the_truth_is_the_traffic(run: Run) -> None:
             {"fileresp_framework": framework},
         )
         assert {s: v for (s,), v in opens.items() if v} == {"200": run.sent[framework]}
+    phases = {
+        framework: {
+            phase
+            for (phase,), hist in grouped(
+                run.delta("fileresp_phase_duration_seconds"),
+                ("fileresp_phase",),
+                {"fileresp_framework": framework},
+            ).items()
+            if hist.count
+        }
+        for framework in FRAMEWORKS
+    }
+    assert phases["starlette"] == {"threadpool.wait"}  # the default
+    assert phases["aiohttp"] == {"stat", "precondition", "open", "send", "threadpool.wait"}
 
 
 # -- checking one expression ----------------------------------------------------------
