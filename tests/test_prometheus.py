@@ -382,7 +382,8 @@ def responses(run: Run, selected: str) -> Hist:
 
 def check_wait_is_one_point_per_response(run: Run) -> None:
     """Contract v2: ``fileresp.phase.duration{threadpool.wait}`` has one point
-    per response (its total pool wait), so its count counts responses."""
+    per response that used the pool (its total wait), so its count counts
+    responses (every response here used the pool)."""
     for framework in FRAMEWORKS:
         assert wait_points(run, framework).count == responses(run, framework).count, framework
 
