@@ -38,7 +38,8 @@ The rules (telemetry contract v2, "Truth rules"):
   when everything the client is owed was: a bodiless status (1xx, 204, 304), a
   HEAD request, or as many body bytes as the ``content-length`` announced. A
   complete response is never an error, even if the client leaves right after.
-  A response whose head was sent and whose body was not completed ends with
+  A response that the framework left without handing over all of it (no
+  exception: Starlette 1.8+ stops on ``http.disconnect``) ends with
   ``error.type=incomplete_body``.
 - The response ends at its last byte. Jobs submitted after that (a close)
   are not part of it: not counted, not waited for; a job's wait counts only up
@@ -62,6 +63,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import CancelledError
 from contextvars import ContextVar
 from enum import IntEnum
 from time import perf_counter_ns
@@ -299,7 +301,7 @@ class ResponseRecord:
                     self._error_type = type(exc).__qualname__
                 else:
                     self._outcome = outcome
-            elif state is State.HEAD_SENT:
+            else:  # returned without handing over the whole response
                 self._error_type = n.ERROR_INCOMPLETE_BODY
         if self._end_ns is None:
             last = self._last_byte_ns if complete else None
@@ -529,8 +531,7 @@ class ResponseRecord:
         with contained("job.cancelled", "failed to end a response whose job was cancelled"):
             if job_future.cancelled():
                 self.begin()
-                self._error_type = "CancelledError"
-                self.end()
+                self.end(CancelledError())
 
     def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
         with contained("job", "failed to record a worker-pool job"):

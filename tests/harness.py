@@ -198,12 +198,13 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[LoopbackServer]:
 
 @contextmanager
 def serve_aiohttp(
-    make_app: Callable[[], Any], shutdown_timeout: float = 60.0
+    make_app: Callable[[], Any], shutdown_timeout: float = 60.0, **runner_options: Any
 ) -> Iterator[LoopbackServer]:
     """Serve an aiohttp app (built on the server's loop) with ``web.AppRunner``.
 
     ``shutdown_timeout``: how long the stopping server lets a running handler
-    finish before cancelling it (aiohttp's default, 60 s)."""
+    finish before cancelling it (aiohttp's default, 60 s); ``runner_options``
+    go to ``AppRunner`` (``handler_cancellation=True``, say)."""
     from aiohttp import web
 
     sock = _bound_socket()
@@ -215,7 +216,7 @@ def serve_aiohttp(
     async def main() -> None:
         try:
             loops.append(asyncio.get_running_loop())
-            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout)
+            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout, **runner_options)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             stop.append(asyncio.Event())
