@@ -408,3 +408,50 @@ def test_recording_leaves_no_instrumentation_behind(files: Path) -> None:
     assert [span.name for span in recorder.spans()] == ["fileresp.response"]
     assert not StarletteFileResponseInstrumentor().is_instrumented_by_opentelemetry
     assert not AiohttpFileResponseInstrumentor().is_instrumented_by_opentelemetry
+
+
+UNITTEST_SUITE = """
+import sys
+import unittest
+
+sys.modules["pytest"] = None  # a unittest suite: pytest is not there to import
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.testclient import TestClient
+
+from otel_fileresp.testing import recording
+
+
+class RevalidationTest(unittest.TestCase):
+    def test_304_does_not_open(self):
+        app = Starlette(routes=[Mount("/static", StaticFiles(directory=sys.argv[-1]))])
+        with recording() as recorder, TestClient(app) as client:
+            etag = client.get("/static/app.js").headers["etag"]
+            self.assertEqual(client.get("/static/app.js", headers={"If-None-Match": etag}).status_code, 304)
+            recorder.assert_not_opened(status=304)
+            self.assertEqual(sorted((r.status, r.opened) for r in recorder.responses), [(200, True), (304, False)])
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1])
+"""
+
+
+def test_recording_works_in_a_unittest_suite_without_pytest(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "app.js").write_text("console.log('hi')\n")
+    suite = tmp_path / "test_unittest_suite.py"
+    suite.write_text(UNITTEST_SUITE)
+    result = subprocess.run(
+        [sys.executable, str(suite), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Ran 1 test" in result.stderr and "OK" in result.stderr
