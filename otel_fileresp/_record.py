@@ -99,6 +99,19 @@ _STATUS_OUTCOMES: Final = {
 }
 
 
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_BEFORE_END: Final = contained("before_end", "failed to read the end of a file response")
+_GUARD_END: Final = contained("end", "failed to end a file response")
+_GUARD_JOB: Final = contained("job", "failed to record a worker-pool job")
+_GUARD_JOB_CANCELLED: Final = contained(
+    "job.cancelled", "failed to end a response whose job was cancelled"
+)
+_GUARD_JOB_ON_ERROR: Final = contained("job.on_error", "failed to record a failed worker-pool job")
+_GUARD_JOB_ON_RESULT: Final = contained(
+    "job.on_result", "failed to read a worker-pool job's result"
+)
+
+
 class State(IntEnum):
     """Where a response is in its life; it only moves forward."""
 
@@ -534,13 +547,13 @@ class ResponseRecord:
                 _CURRENT.reset(token)
                 record._job_ran(job, perf_counter_ns(), False, None)
                 if on_error is not None:
-                    with contained("job.on_error", "failed to record a failed worker-pool job"):
+                    with _GUARD_JOB_ON_ERROR:
                         on_error(record, exc)
                 raise
             _CURRENT.reset(token)
             record._job_ran(job, perf_counter_ns(), True, result)
             if on_result is not None:
-                with contained("job.on_result", "failed to read a worker-pool job's result"):
+                with _GUARD_JOB_ON_RESULT:
                     on_result(record, result)
             return result
 
@@ -554,13 +567,13 @@ class ResponseRecord:
     def job_cancelled(self, job_future: Any) -> None:
         """A future's done-callback: a job cancelled while still queued never ran,
         and the response it started ends here (with ``error.type``)."""
-        with contained("job.cancelled", "failed to end a response whose job was cancelled"):
+        with _GUARD_JOB_CANCELLED:
             if job_future.cancelled():
                 self.begin()
                 self.end(CancelledError())
 
     def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
-        with contained("job", "failed to record a worker-pool job"):
+        with _GUARD_JOB:
             if self._state >= State.ENDED:
                 return  # a job that outlives its response
             submitted = job.submitted
@@ -809,9 +822,9 @@ async def serve_as_current(
     finally:
         _CURRENT.reset(token)
         if before_end is not None:
-            with contained("before_end", "failed to read the end of a file response"):
+            with _GUARD_BEFORE_END:
                 before_end(record, error)
-        with contained("end", "failed to end a file response"):
+        with _GUARD_END:
             record.end(error)
         # Break the frame -> exception -> traceback -> frame cycle: it would keep
         # the framework's frames (and the open file in them) alive until a GC.

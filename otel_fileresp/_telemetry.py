@@ -67,6 +67,16 @@ except ImportError:  # pragma: no cover - a future API without it
 SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
 
 
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_EMIT_METRICS: Final = contained(
+    "emit.metrics", "failed to record the metrics of a file response"
+)
+_GUARD_EMIT_SPANS: Final = contained("emit.spans", "failed to emit the spans of a file response")
+_GUARD_LISTENER_ENDED: Final = contained("listener.ended", "a response listener failed")
+_GUARD_LISTENER_STARTED: Final = contained("listener.started", "a response listener failed")
+_GUARD_OPENS_OBSERVE: Final = contained("opens.observe", "failed to report fileresp.opens")
+
+
 class ResponseListener(Protocol):
     """Told of every file response of every instrumentor (see :func:`add_response_listener`)."""
 
@@ -157,7 +167,7 @@ class Instruments:
         self._attributes: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
 
     def _observe_opens(self, options: CallbackOptions) -> Iterable[Observation]:
-        with contained("opens.observe", "failed to report fileresp.opens"):
+        with _GUARD_OPENS_OBSERVE:
             return self.open_counts.observe(options)
         return []
 
@@ -317,21 +327,21 @@ class Telemetry:
 
     def response_started(self, record: ResponseRecord) -> None:
         for listener in _LISTENERS:
-            with contained("listener.started", "a response listener failed"):
+            with _GUARD_LISTENER_STARTED:
                 listener.response_started(record)
 
     def response_ended(self, record: ResponseRecord) -> None:
         if record.state is State.ENDED:
             span_context = None
-            with contained("emit.spans", "failed to emit the spans of a file response"):
+            with _GUARD_EMIT_SPANS:
                 if self.may_record_spans(record.parent):
                     span_context = _emit.spans(self.tracer, self.settings, record)
             instruments = self.instruments
             if instruments is not None:
-                with contained("emit.metrics", "failed to record the metrics of a file response"):
+                with _GUARD_EMIT_METRICS:
                     _emit.metrics(instruments, self.settings, record, span_context)
         for listener in _LISTENERS:
-            with contained("listener.ended", "a response listener failed"):
+            with _GUARD_LISTENER_ENDED:
                 listener.response_ended(record)
 
     def note_anyio_limiter(self) -> None:

@@ -121,6 +121,30 @@ _MAKE_RESPONSE_RESULTS: Final = {
 }
 
 
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_AIOHTTP_DECISION: Final = contained(
+    "aiohttp.decision", "failed to record a precondition decision"
+)
+_GUARD_AIOHTTP_INIT: Final = contained(
+    "aiohttp.init", "failed to note the trace context of a FileResponse"
+)
+_GUARD_AIOHTTP_LOOKUP: Final = contained(
+    "aiohttp.lookup", "failed to wrap a static route's lookup job"
+)
+_GUARD_AIOHTTP_LOOKUP_WATCH: Final = contained(
+    "aiohttp.lookup.watch", "failed to watch a static route's lookup job"
+)
+_GUARD_AIOHTTP_MAKE_RESPONSE: Final = contained(
+    "aiohttp.make_response", "failed to read a make_response result"
+)
+_GUARD_AIOHTTP_OPEN: Final = contained("aiohttp.open", "failed to record an open")
+_GUARD_AIOHTTP_START: Final = contained(
+    "aiohttp.start", "failed to start recording a file response"
+)
+_GUARD_AIOHTTP_STAT: Final = contained("aiohttp.stat", "failed to read a stat result")
+_GUARD_AIOHTTP_SUBMIT: Final = contained("aiohttp.submit", "failed to wrap an executor job")
+
+
 def _header_that_decided(headers: Any, result: str | None) -> str | None:
     """The conditional header that decided ``result``, by aiohttp's (RFC 9110's)
     precedence: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since."""
@@ -196,20 +220,20 @@ class _AiohttpHooks(Hooks):
             if telemetry is None or len(args) != 2 or not isinstance(args[1], pathlib.PurePath):
                 return wrapped(*args, **kwargs)
             lookup: tuple[Callable[..., Any], ResponseRecord | None] | None = None
-            with contained("aiohttp.lookup", "failed to wrap a static route's lookup job"):
+            with _GUARD_AIOHTTP_LOOKUP:
                 lookup = self._lookup_job(telemetry, args[0], args[1])
             if lookup is None:
                 return wrapped(*args, **kwargs)
             lookup_job, lookup_record = lookup
             future = wrapped(lookup_job, *args[1:], **kwargs)
             if lookup_record is not None:
-                with contained("aiohttp.lookup", "failed to watch a static route's lookup job"):
+                with _GUARD_AIOHTTP_LOOKUP_WATCH:
                     future.add_done_callback(lookup_record.job_cancelled)
             return future
         job: Callable[..., Any] | None = None
         record = scope.record
         if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
-            with contained("aiohttp.submit", "failed to wrap an executor job"):
+            with _GUARD_AIOHTTP_SUBMIT:
                 if record.state is State.SERVING:
                     _decide_on_loop(record, None)  # up to 3.11.9: the open job follows the checks
                 job = record.wrap_job(args[0])
@@ -265,7 +289,7 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None:
             return
-        with contained("aiohttp.init", "failed to note the trace context of a FileResponse"):
+        with _GUARD_AIOHTTP_INIT:
             if telemetry.inert():
                 return  # nothing records (prepare() asks again)
             scope = current_scope()
@@ -316,7 +340,7 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or current_scope() is not None or telemetry.inert():
             return None
-        with contained("aiohttp.start", "failed to start recording a file response"):
+        with _GUARD_AIOHTTP_START:
             holder = vars(response).pop(_HOLDER, None)
             if holder is _SUPPRESSED:
                 return None
@@ -347,7 +371,7 @@ class _AiohttpHooks(Hooks):
             record.stat(started, perf_counter_ns())
             raise
         ended = perf_counter_ns()
-        with contained("aiohttp.stat", "failed to read a stat result"):
+        with _GUARD_AIOHTTP_STAT:
             path, stat_result, encoding = result
             if isinstance(encoding, bool):  # 3.9: "is it the .gz file"
                 encoding = "gzip" if encoding else None
@@ -366,11 +390,11 @@ class _AiohttpHooks(Hooks):
             result = wrapped(*args, **kwargs)
         except BaseException:
             # Raised: the checks ran only if the served file was opened (its open failed later).
-            with contained("aiohttp.make_response", "failed to read a make_response result"):
+            with _GUARD_AIOHTTP_MAKE_RESPONSE:
                 record.combined_job_done(perf_counter_ns(), None, None, record.open_tried)
             raise
         ended = perf_counter_ns()
-        with contained("aiohttp.make_response", "failed to read a make_response result"):
+        with _GUARD_AIOHTTP_MAKE_RESPONSE:
             name = result[0].name
             decided = _MAKE_RESPONSE_RESULTS.get(name)
             request = args[0] if args else kwargs["request"]
@@ -386,12 +410,12 @@ class _AiohttpHooks(Hooks):
         try:
             file_object = wrapped(*args, **kwargs)
         except BaseException:
-            with contained("aiohttp.open", "failed to record an open"):
+            with _GUARD_AIOHTTP_OPEN:
                 if scope.record.open_failed(instance, started):
                     scope.record.job_is(scope.job, n.JOB_OPEN)
             raise
         ended = perf_counter_ns()
-        with contained("aiohttp.open", "failed to record an open"):
+        with _GUARD_AIOHTTP_OPEN:
             if scope.record.file_opened(instance, started, ended):
                 scope.record.job_is(scope.job, n.JOB_OPEN)
         return file_object
@@ -413,7 +437,7 @@ class _AiohttpHooks(Hooks):
         def decided(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
             scope = current_scope()
             if scope is not None:
-                with contained("aiohttp.decision", "failed to record a precondition decision"):
+                with _GUARD_AIOHTTP_DECISION:
                     _decide_on_loop(scope.record, result)
             return wrapped(*args, **kwargs)
 

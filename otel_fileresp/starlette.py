@@ -90,6 +90,21 @@ _IF_MODIFIED_SINCE: Final = "if-modified-since"
 _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "seek"})
 
 
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_STARLETTE_FILE_RESPONSE: Final = contained(
+    "starlette.file_response", "failed to note the served file"
+)
+_GUARD_STARLETTE_IS_NOT_MODIFIED: Final = contained(
+    "starlette.is_not_modified", "failed to record a precondition check"
+)
+_GUARD_STARLETTE_RUN_SYNC: Final = contained(
+    "starlette.run_sync", "failed to wrap a worker-thread job"
+)
+_GUARD_STARLETTE_START: Final = contained(
+    "starlette.start", "failed to start recording a file response"
+)
+
+
 def _asgi_arguments(scope: Scope, receive: Any, send: Send) -> tuple[Scope, Any, Send]:
     return scope, receive, send
 
@@ -195,7 +210,7 @@ class _StarletteHooks(Hooks):
         if scope is None or not args:
             return wrapped(*args, **kwargs)
         job = None
-        with contained("starlette.run_sync", "failed to wrap a worker-thread job"):
+        with _GUARD_STARLETTE_RUN_SYNC:
             job = _submit(scope.record, args)
         if job is None:
             return wrapped(*args, **kwargs)
@@ -220,7 +235,7 @@ class _StarletteHooks(Hooks):
         outer = current_scope()
         if outer is not None and outer.record.state < State.COMPLETE:
             # Served by StaticFiles, whose record (and send observer) covers it.
-            with contained("starlette.file_response", "failed to note the served file"):
+            with _GUARD_STARLETTE_FILE_RESPONSE:
                 outer.record.serves(instance.path, _size_of(instance))
             return wrapped(*args, **kwargs)
         record = self._start(args, kwargs, instance)
@@ -233,7 +248,7 @@ class _StarletteHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or telemetry.inert():
             return None
-        with contained("starlette.start", "failed to start recording a file response"):
+        with _GUARD_STARLETTE_START:
             scope = _asgi_arguments(*args, **kwargs)[0]
             if scope.get("type") != "http":
                 return None
@@ -257,7 +272,7 @@ class _StarletteHooks(Hooks):
         started = perf_counter_ns()
         not_modified = wrapped(*args, **kwargs)
         ended = perf_counter_ns()
-        with contained("starlette.is_not_modified", "failed to record a precondition check"):
+        with _GUARD_STARLETTE_IS_NOT_MODIFIED:
             response_headers, request_headers = _headers_of(*args, **kwargs)
             header = _header_that_decided(wrapped, response_headers, request_headers, not_modified)
             if not_modified:
