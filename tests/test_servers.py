@@ -9,7 +9,7 @@ OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
 - gunicorn, 2 workers of ``uvicorn_worker.UvicornWorker`` (the
   ``uvicorn.workers`` module is deprecated in favour of that package);
 - gunicorn, 2 workers of aiohttp's ``GunicornWebWorker``;
-- hypercorn (one worker, its default);
+- hypercorn, 2 workers;
 - granian, ASGI interface, 2 workers: it offers ``http.response.pathsend``,
   which Starlette 0.47+ uses, so the server, not Python, opens the file.
 
@@ -351,6 +351,32 @@ def _gunicorn(worker_class: str, target: str, config: bool = True) -> list[str]:
     ]
 
 
+def _hypercorn() -> list[str]:
+    return [
+        str(BIN / "hypercorn"),
+        "--workers",
+        "2",
+        "--bind",
+        "127.0.0.1:{port}",
+        "starlette_app:app",
+    ]
+
+
+def _granian() -> list[str]:
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "starlette_app:app",
+    ]
+
+
 SETUPS = {
     "gunicorn-uvicorn-worker": Setup(
         _gunicorn("uvicorn_worker.UvicornWorker", "starlette_app:app"),
@@ -373,45 +399,23 @@ SETUPS = {
         ),
     ),
     "hypercorn": Setup(
-        [str(BIN / "hypercorn"), "--bind", "127.0.0.1:{port}", "starlette_app:app"],
-        workers=1,
+        _hypercorn(),
+        workers=2,
         framework="starlette",
         transfer="read",
         opened=True,
         delivered_without_flush=True,
-        bare_command=[str(BIN / "hypercorn"), "--bind", "127.0.0.1:{port}", "starlette_app:app"],
+        bare_command=_hypercorn(),
     ),
     "granian": Setup(
-        [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "starlette_app:app",
-        ],
+        _granian(),
         workers=2,
         framework="starlette",
         # The server opens the file (pathsend) where Starlette uses it.
         transfer="pathsend" if STARLETTE_PATHSEND else "read",
         opened=not STARLETTE_PATHSEND,
         delivered_without_flush=False,
-        bare_command=[
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "starlette_app:app",
-        ],
+        bare_command=_granian(),
     ),
 }
 
@@ -483,6 +487,10 @@ def test_sigterm_with_flush_delivers_everything(tmp_path: Path, name: str) -> No
     assert len(received.spans("fileresp.response")) == N
     assert _received_responses(received) == expected
     assert _received_durations(received) == _without_transfer(expected)
+    # Each worker is its own instance (the SDK draws service.instance.id per process).
+    instances = {(s.pid, s.resource.get("service.instance.id")) for s in received.spans()}
+    assert len({pid for pid, _ in instances}) == len(instances) == setup.workers
+    assert len({i for _, i in instances if i}) == setup.workers
     for span in received.spans("fileresp.response"):
         assert span.attributes["fileresp.framework"] == setup.framework
         assert span.attributes["file.name"] == "hello.txt"
