@@ -15,7 +15,7 @@ gunicorn with uvicorn's worker (``pip install gunicorn uvicorn-worker``)::
 
 hypercorn::
 
-    opentelemetry-instrument hypercorn --bind 127.0.0.1:8000 starlette_app:app
+    opentelemetry-instrument hypercorn --workers 2 --bind 127.0.0.1:8000 starlette_app:app
 
 granian (answers with ``http.response.pathsend``: the server opens the file)::
 
