@@ -5,8 +5,9 @@
     python benchmarks/report_large_file.py --package-root DIR  # another checkout's code
 
 The file is generated once (deterministic, in a temporary directory unless
-``--file`` names one): file responses of both frameworks, each with its
-server span and phase spans, as the Collector's ``file`` exporter writes them
+``--file`` names one; an existing ``--file`` is read as it is): file
+responses of both frameworks, each with its server span and phase spans, as
+the Collector's ``file`` exporter writes them
 (OTLP JSON, one export request of 512 spans per line, hex IDs), or as one
 Jaeger query-API document (``--shape jaeger``). Then ``summarize()`` reads it
 ``--runs`` times in this process; the best and median wall times and the
@@ -181,7 +182,9 @@ def write_jaeger_file(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=("collector", "jaeger"), default="collector")
-    parser.add_argument("--file", type=Path, help="where to write the generated file (kept)")
+    parser.add_argument(
+        "--file", type=Path, help="where to write the generated file (kept; reused if it exists)"
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
         "--package-root",
@@ -195,10 +198,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.file or Path(scratch) / f"traces-{args.shape}.json"
-        write = write_collector_file if args.shape == "collector" else write_jaeger_file
-        spans = write(path)
+        if not path.exists():
+            write = write_collector_file if args.shape == "collector" else write_jaeger_file
+            print(f"generated {write(path)} spans")
         size_mb = path.stat().st_size / 1e6
-        print(f"{path}: {size_mb:.1f} MB, {spans} spans ({args.shape})")
+        print(f"{path}: {size_mb:.1f} MB ({args.shape})")
         print(f"package: {Path(sys.modules['otel_fileresp'].__file__ or '').parent}")
         times, cpu_times = [], []
         for _ in range(args.runs):
@@ -210,7 +214,7 @@ def main() -> None:
         summarize([path])
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        print(f"responses: {report.response_count}, fileresp spans: {report.span_count}")
+        print(f"fileresp spans: {report.span_count}, of which responses: {report.response_count}")
         print(
             f"summarize: best {min(times):.3f} s, median {statistics.median(times):.3f} s"
             f" over {args.runs} runs ({size_mb / min(times):.0f} MB/s);"
