@@ -591,6 +591,41 @@ def test_streamed_documents_give_the_same_report(
     assert counting.streamed == 1
 
 
+def test_a_long_line_is_parsed_whole_and_a_long_document_streamed(
+    scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line up to LINE_BYTES_PARSED_WHOLE is parsed whole, even over the multi-line limit."""
+    one_line = write_collector_jsonl(
+        scenario.spans, tmp_path / "one.jsonl", batch=len(scenario.spans)
+    )
+    pretty = write_tempo_batches(scenario.spans, tmp_path / "tempo.json")
+    sizes = one_line.stat().st_size, pretty.stat().st_size
+    assert min(sizes) > readers.MULTILINE_BYTES_PARSED_WHOLE
+    assert sizes[0] < readers.LINE_BYTES_PARSED_WHOLE
+    counting = CountingBackend("yajl2_c")
+    monkeypatch.setattr(readers, "IJSON_BACKEND", counting)
+
+    assert_matches_scenario(summarize([one_line]), scenario)
+    assert counting.streamed == 0
+    assert_matches_scenario(summarize([pretty]), scenario)
+    assert counting.streamed == 1
+
+
+def test_a_streamed_document_cut_short_is_an_error(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jaeger(scenario.spans, tmp_path / "jaeger.json")
+    text = path.read_text()
+    path.write_text("INFO: downloaded\n" + text[: len(text) // 2])
+
+    assert main(["report", str(path)]) == 2
+
+    assert capsys.readouterr().err == (
+        f"otel-fileresp: error: {path}: not JSON: parse error: premature EOF"
+        " (in the document from line 2)\n"
+    )
+
+
 def test_the_compiled_ijson_backend_is_used() -> None:
     assert readers.IJSON_BACKEND.backend_name == "yajl2_c"
 

@@ -171,17 +171,18 @@ class _FileReader:
         """Read the whole file; return how many lines were ignored."""
         held = bytearray()  # a document whose last line has not come yet
         for piece in self._pieces():
-            if not held and (piece.isspace() or not _DOCUMENT_START.match(piece)):
+            first_line = not held
+            if first_line and (piece.isspace() or not _DOCUMENT_START.match(piece)):
                 self._skip_line(piece)
                 continue
-            if not _line_ended(piece) or len(held) + len(piece) > MULTILINE_BYTES_PARSED_WHOLE:
+            if first_line:
+                self._document_line = self._lines_read + 1
+            too_long = held and len(held) + len(piece) > MULTILINE_BYTES_PARSED_WHOLE
+            if too_long or not _line_ended(piece):
                 self._stream_document(bytes(held) + piece if held else piece)
                 return self._ignored_lines
             held += piece
             self._lines_read += 1
-            first_line = len(held) == len(piece)
-            if first_line:
-                self._document_line = self._lines_read
             if first_line or piece.rstrip() in _DOCUMENT_END:
                 self._read_held(held, first_line=first_line, final=False)
         if held:
