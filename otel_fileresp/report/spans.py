@@ -230,14 +230,17 @@ def _key_and_value(attribute: object) -> tuple[str | None, object]:
 
 
 def _jaeger_parent_id(span: dict[str, object]) -> object:
+    """The span ID of the ``CHILD_OF`` reference, else of the first reference."""
     references = span.get("references")
-    if isinstance(references, list):
-        parents = [ref for ref in references if isinstance(ref, dict)]
-        for ref in parents:
+    first = None
+    for ref in references if isinstance(references, list) else ():
+        if isinstance(ref, dict):
             if ref.get("refType") == "CHILD_OF":
                 return ref.get("spanID")
-        if parents:
-            return parents[0].get("spanID")
+            if first is None:
+                first = ref
+    if first is not None:
+        return first.get("spanID")
     # Older Jaeger JSON and some converters carry the parent directly.
     return span.get("parentSpanID")
 
