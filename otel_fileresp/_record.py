@@ -218,6 +218,7 @@ class ResponseRecord:
         "_served",
         "_sink",
         "_started_ns",
+        "_stat_by_lookup",
         "_state",
         "_status",
         "_transfer",
@@ -269,6 +270,7 @@ class ResponseRecord:
         self._precondition_header: str | None = None
         self._phases: dict[str, list[int]] = {}
         self._expected: tuple[tuple[str, str], ...] = ()
+        self._stat_by_lookup = False
         self._jobs = 0
         self._wait_ns = 0
         self._wait_spans: list[tuple[str, int, int]] = []
@@ -283,13 +285,18 @@ class ResponseRecord:
         return self._state
 
     def begin(self, *, head: bool = False, started_ns: int | None = None) -> None:
-        """The framework starts to serve the file (a HEAD request if ``head``)."""
+        """The framework starts to serve the file (a HEAD request if ``head``).
+
+        A record that submitted a job before it began (aiohttp's static lookup)
+        starts at that job's submission."""
         if head:
             self._head = True
         if self._state is not State.PENDING:
             return
         self._state = State.SERVING
-        self._started_ns = perf_counter_ns() if started_ns is None else started_ns
+        if started_ns is None:
+            started_ns = self._started_ns or perf_counter_ns()
+        self._started_ns = started_ns
         self._sink.response_started(self)
 
     def discard(self) -> None:
@@ -526,6 +533,8 @@ class ResponseRecord:
         if self._state >= State.COMPLETE:
             return None
         submitted = perf_counter_ns()
+        if self._state is State.PENDING and not self._started_ns:
+            self._started_ns = submitted  # where it starts, if it begins
         if kind == n.JOB_OPEN and not self.is_served(opens):
             kind = n.JOB_OTHER
         elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
@@ -558,6 +567,17 @@ class ResponseRecord:
             return result
 
         return run_job
+
+    def _stat_job_ran(self, lookup: bool, started: int, ended: int) -> None:
+        """The stat phase spans the stat or lookup jobs; once a lookup ran (the
+        file's own stat), plain stats before it (Starlette's one-off check of
+        its directory) are no longer part of it."""
+        if lookup and not self._stat_by_lookup:
+            self._stat_by_lookup = True
+            self._phases.pop(n.PHASE_STAT, None)
+        elif self._stat_by_lookup:
+            return
+        self._mark(n.PHASE_STAT, started, ended)
 
     def job_is(self, job: PoolJob | None, kind: str) -> None:
         """(Worker side) the running ``job`` is a ``kind`` job, says a hook inside it."""
@@ -596,8 +616,8 @@ class ResponseRecord:
                 return
             if kind in _WAIT_SPAN_JOBS:
                 self._wait_spans.append((kind, submitted, started))
-                if job.is_stat and n.PHASE_STAT not in self._phases:
-                    self._mark(n.PHASE_STAT, started, ended)
+                if job.is_stat:
+                    self._stat_job_ran(kind == n.JOB_LOOKUP, started, ended)
             elif kind == n.JOB_READ:
                 self._read_count += 1
                 self._read_wait_ns += wait
@@ -622,8 +642,10 @@ class ResponseRecord:
         self._send_start_ns = now_ns
 
     def send_failed(self, now_ns: int) -> None:
-        """Handing the body over raised at ``now_ns`` (a client gone mid-body)."""
+        """Handing the body over raised at ``now_ns`` (a client gone mid-body): the
+        response ends there, so jobs submitted later (a close) are not its own."""
         self._sending = False
+        self._end_ns = now_ns
         start = self._send_start_ns
         if self.detailed and start is not None:
             self._mark(n.PHASE_SEND, start, now_ns)

@@ -204,22 +204,31 @@ def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
     )
 
 
-def _is_drop_all(sampler: object, drop: object) -> bool:
-    return type(sampler).__name__ == "StaticSampler" and getattr(sampler, "_decision", None) is drop
-
-
 def drops_children_of_unsampled(tracer: object) -> bool:
-    """Whether ``tracer``'s sampler is known to drop every child of an unsampled parent."""
+    """Whether ``tracer``'s sampler is known to drop every child of an unsampled
+    parent: the SDK's ``ParentBased`` (or a subclass that decides as it does,
+    such as ``ParentBasedTraceIdRatio``) whose not-sampled delegates are the
+    SDK's ``ALWAYS_OFF``. A subclass with its own ``should_sample``, or any
+    other delegate, is asked."""
     try:
-        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+        from opentelemetry.sdk.trace.sampling import (
+            Decision,
+            ParentBased,
+            StaticSampler,
+        )
     except ImportError:  # pragma: no cover - the API alone has no sampler
         return False
     sampler = getattr(tracer, "sampler", None)
     if not isinstance(sampler, ParentBased):
         return False
-    drop = Decision.DROP
-    return _is_drop_all(getattr(sampler, "_remote_parent_not_sampled", None), drop) and (
-        _is_drop_all(getattr(sampler, "_local_parent_not_sampled", None), drop)
+    if type(sampler).should_sample is not ParentBased.should_sample:
+        return False
+
+    def drops(delegate: object) -> bool:
+        return type(delegate) is StaticSampler and delegate._decision is Decision.DROP
+
+    return drops(getattr(sampler, "_remote_parent_not_sampled", None)) and drops(
+        getattr(sampler, "_local_parent_not_sampled", None)
     )
 
 

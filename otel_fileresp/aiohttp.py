@@ -83,9 +83,13 @@ with ``error.type`` (``FileNotFoundError``, ``IsADirectoryError``,
 Known gaps: up to 3.9.5 a static route decides 404/403 on the event loop
 before any ``FileResponse`` exists, so those answers have no
 ``fileresp.response``. A ``FileResponse`` subclass that overrides ``prepare``
-is recorded from its ``super().prepare()`` call on. A static lookup job that
-has started when its client leaves builds a ``FileResponse`` that is never
-prepared; that response is not reported.
+is recorded from its ``super().prepare()`` call on. A static route's
+``FileResponse`` that aiohttp never prepares (a middleware answers with
+another response, or the client left while the lookup ran) is no file
+response and is not reported. A ``FileResponse`` built inside your own
+executor job has the trace context of that worker thread (none, without
+contrib's threading instrumentation), so its ``fileresp.response`` is a
+root span.
 
 Supported and tested: see docs/compatibility.md.
 """
@@ -190,15 +194,33 @@ def _in_context(context: context_api.Context, fn: Callable[..., T]) -> Callable[
     return run_in_context
 
 
-def _is_http_exception(exc: BaseException) -> bool:
-    from aiohttp import web
-
-    return isinstance(exc, web.HTTPException)
+def _unwrapped(fn: Any, depth: int = 3) -> Any:
+    """``fn`` without the wrappers another instrumentation put around it at
+    ``submit`` (``__wrapped__``, or a closure over the callable, as contrib's
+    threading instrumentation does), so a job is known by what it runs."""
+    for _ in range(depth):
+        if getattr(fn, "__self__", None) is not None:
+            return fn
+        inner = getattr(fn, "__wrapped__", None)
+        if inner is None:
+            cells = getattr(fn, "__closure__", None) or ()
+            inner = next(
+                (
+                    cell.cell_contents
+                    for cell in cells
+                    if getattr(cell.cell_contents, "__self__", None) is not None
+                ),
+                None,
+            )
+        if inner is None:
+            return fn
+        fn = inner
+    return fn
 
 
 def _end_failed_lookup(record: ResponseRecord, exc: BaseException) -> None:
-    if _is_http_exception(exc):
-        record.begin()  # a lookup that answered is a static route's job
+    """The lookup answered (a 403/404 raised) or failed: the response ends there."""
+    record.begin()
     record.end(exc)
 
 
@@ -246,25 +268,22 @@ class _AiohttpHooks(Hooks):
     def _lookup_job(
         self, telemetry: Telemetry, fn: Callable[..., Any], path: pathlib.PurePath
     ) -> tuple[Callable[..., Any], ResponseRecord | None] | None:
-        """The lookup job in place of ``fn`` and, when ``fn`` is known to be a
-        static route's resolver, its record (begun now); None to leave it."""
-        owner = getattr(fn, "__self__", None)
-        known = isinstance(owner, self.static_resource_type)
-        if not known and owner is not None:
-            return None  # visibly something else's job
+        """The lookup job in place of ``fn`` and its record (not begun: it starts
+        at this job's submission once aiohttp prepares the response, or the
+        lookup answers, or the job is cancelled while queued), when ``fn`` is
+        a static route's resolver; None to leave the job as it is."""
+        resolver = _unwrapped(fn)
+        if not isinstance(getattr(resolver, "__self__", None), self.static_resource_type):
+            return None  # the application's own job
         if telemetry.inert():
             return None
         if not is_instrumentation_enabled():
             # Suppressed: the FileResponse built in the worker must know.
-            return (_in_context(context_api.get_current(), fn), None) if known else None
-        # Started here, in the handler: the request's span is current. A job
-        # hidden by another wrapper of submit is confirmed from inside
-        # (FileResponse.__init__, or the HTTP exception the lookup raises).
+            return _in_context(context_api.get_current(), fn), None
+        # Made here, in the handler: the request's span is current.
         record = telemetry.new_record()
         if record is None:
             return None
-        if known:
-            record.begin()
         # The path asked for: named even when the lookup answers 403/404 itself.
         record.looked_up(path, None)
         # The lookup's run is not fileresp.stat: the FileResponse stats the
@@ -278,7 +297,7 @@ class _AiohttpHooks(Hooks):
         )
         if job is None:
             return None
-        return job, record if known else None
+        return job, record
 
     def _keep_if_file_response(self, record: ResponseRecord, response: Any) -> None:
         if not isinstance(response, self.file_response_type):
@@ -295,9 +314,10 @@ class _AiohttpHooks(Hooks):
             scope = current_scope()
             holder: ResponseRecord | str | None
             if scope is not None and scope.job is not None and scope.job.kind == n.JOB_LOOKUP:
-                # Built by a static route's lookup job: that record is this response's.
+                # Built by a static route's lookup job: that record is this
+                # response's; it begins if aiohttp prepares the response (a
+                # middleware may answer with another one).
                 holder = scope.record
-                holder.begin(started_ns=scope.job.submitted)
             elif not is_instrumentation_enabled():
                 # Built under suppress_instrumentation() (in the handler or a
                 # middleware); prepare() runs after that block has exited.
@@ -452,8 +472,11 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
         record.send_failed(perf_counter_ns())
         raise
     status = response.status
-    size = response.content_length if status in (200, 206) else 0
-    record.body_handed_over(size or 0, perf_counter_ns(), n.TRANSFER_SENDFILE)
+    size = 0
+    if status in (200, 206):
+        # Compression drops the Content-Length: then a 200 sent the whole file.
+        size = response.content_length or (record.file_size if status == 200 else 0) or 0
+    record.body_handed_over(size, perf_counter_ns(), n.TRANSFER_SENDFILE)
     return writer
 
 

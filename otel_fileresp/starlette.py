@@ -91,6 +91,7 @@ _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "see
 
 
 # Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_STARLETTE_SEND: Final = contained("starlette.send", "failed to note a message sent")
 _GUARD_STARLETTE_FILE_RESPONSE: Final = contained(
     "starlette.file_response", "failed to note the served file"
 )
@@ -119,30 +120,42 @@ def _content_length(headers: Any) -> int | None:
     return None
 
 
+def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
+    """``message`` went to the server: tell the record."""
+    kind = message.get("type")
+    now = perf_counter_ns()
+    if kind == "http.response.body":
+        record.body_chunk(len(message.get("body", b"")), now)
+        if not message.get("more_body", False):
+            record.body_done(now)
+    elif kind == "http.response.start":
+        record.head_sent(message.get("status", 200), now, _content_length(message.get("headers")))
+    elif kind == "http.response.pathsend":
+        record.pathsend(started_ns, now)
+
+
 def _observed_send(record: ResponseRecord, send: Send) -> Send:
-    """``send``, telling the record what was handed to the server."""
+    """``send``, telling the record what was handed to the server.
+
+    A message counts once ``send`` returned, or when the sending task was
+    cancelled while the server had it (trio's hypercorn delivers the final
+    body message, then cancels the sender on ``http.disconnect``); an
+    exception from the server (``OSError``: the client is gone) means it was
+    not delivered."""
 
     async def send_observed(message: Message) -> None:
-        kind = message.get("type")
-        if kind == "http.response.body":
+        started = perf_counter_ns()
+        try:
             await send(message)
-            now = perf_counter_ns()
-            record.body_chunk(len(message.get("body", b"")), now)
-            if not message.get("more_body", False):
-                record.body_done(now)
-        elif kind == "http.response.start":
-            await send(message)
-            record.head_sent(
-                message.get("status", 200),
-                perf_counter_ns(),
-                _content_length(message.get("headers")),
-            )
-        elif kind == "http.response.pathsend":
-            started = perf_counter_ns()
-            await send(message)
-            record.pathsend(started, perf_counter_ns())
-        else:
-            await send(message)
+        except BaseException as exc:
+            import anyio  # Starlette's own dependency; only on this path
+
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                with _GUARD_STARLETTE_SEND:
+                    _handed_over(record, message, started)
+            raise
+        with _GUARD_STARLETTE_SEND:
+            _handed_over(record, message, started)
 
     return send_observed
 

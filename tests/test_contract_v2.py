@@ -58,16 +58,35 @@ class CountingSampler(Sampler):
         return f"Counting({self.inner.get_description()})"
 
 
-class CountingParentBased(ParentBased):
-    """``ParentBased`` (default delegates) that counts the decisions asked of it."""
+class SamplesFileResponses(ParentBased):
+    """A ``ParentBased`` subclass with its own decision: it samples our spans
+    even under an unsampled parent. It must be asked, not assumed to drop."""
 
     def __init__(self) -> None:
         super().__init__(ALWAYS_ON)
-        self.asked = 0
 
-    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-        self.asked += 1
-        return super().should_sample(*args, **kwargs)
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+    ) -> SamplingResult:
+        if name.startswith("fileresp."):
+            return ALWAYS_ON.should_sample(parent_context, trace_id, name, *args, **kwargs)
+        return super().should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+
+@pytest.fixture
+def started_spans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every span the SDK's tracers are asked to start."""
+    from opentelemetry.sdk.trace import Tracer
+
+    names: list[str] = []
+    original = Tracer.start_span
+
+    def start_span(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        names.append(name)
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Tracer, "start_span", start_span)
+    return names
 
 
 def with_sampler(telemetry: Telemetry, sampler: Sampler) -> Telemetry:
@@ -192,12 +211,11 @@ def test_histogram_points_link_to_the_response_span(
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_no_span_work_for_an_unsampled_parent_under_parent_based(
-    framework: str, files: Path, telemetry: Telemetry
+    framework: str, files: Path, telemetry: Telemetry, started_spans: list[str]
 ) -> None:
-    sampler = CountingParentBased()
-    with_sampler(telemetry, sampler)
+    with_sampler(telemetry, ParentBased(ALWAYS_ON))  # the SDK's default sampler
     serve_requests(framework, files, telemetry, {"traceparent": UNSAMPLED})
-    assert sampler.asked == 0  # no span was even started
+    assert started_spans == []  # no span was even started
     assert telemetry.spans() == []
     assert sum(p.count for p in points(telemetry, "fileresp.duration")) == 3
     assert counts_by_phase(telemetry) == {"threadpool.wait": 3}
@@ -241,6 +259,17 @@ def test_other_samplers_are_asked(
     # Detailed collection: the phases are there.
     names = {s.name for s in telemetry.spans()}
     assert {n.SPAN_STAT, n.SPAN_THREADPOOL_WAIT} <= names
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_parent_based_subclass_with_its_own_decision_is_asked(
+    framework: str, files: Path, telemetry: Telemetry
+) -> None:
+    with_sampler(telemetry, SamplesFileResponses())
+    serve_requests(framework, files, telemetry, {"traceparent": UNSAMPLED})
+    responses = [s for s in telemetry.spans() if s.name == n.SPAN_RESPONSE]
+    assert len(responses) == 3
+    assert n.SPAN_STAT in {s.name for s in telemetry.spans()}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

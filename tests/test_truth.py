@@ -543,3 +543,230 @@ def test_aiohttp_spans_unchanged_by_contrib_threading_and_asyncio(site: Path, or
     alone = aiohttp_fingerprint(site, None)
     assert alone and all(jobs >= 1 for _, _, jobs, _, _, _ in alone)
     assert aiohttp_fingerprint(site, order) == alone
+
+
+# -- found in review: responses that must end, jobs that are not ours ------------
+
+
+class Listener:
+    """Counts what add_response_listener tells."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.ended: list[Any] = []
+
+    def response_started(self, record: Any) -> None:
+        self.started.append(record)
+
+    def response_ended(self, record: Any) -> None:
+        self.ended.append(record)
+
+
+@contextmanager
+def listening() -> Iterator[Listener]:
+    from otel_fileresp import add_response_listener
+
+    listener = Listener()
+    remove = add_response_listener(listener)
+    try:
+        yield listener
+    finally:
+        remove()
+
+
+def test_aiohttp_static_response_replaced_by_a_middleware_is_no_response(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """A middleware answers instead of the static route's FileResponse: that
+    file response never started, and nothing is left in flight."""
+    from aiohttp import web
+
+    def make_app() -> Any:
+        @web.middleware
+        async def replace(request: Any, handler: Any) -> Any:
+            response = await handler(request)
+            return web.Response(text="replaced") if "replace" in request.query else response
+
+        app = web.Application(middlewares=[replace])
+        app.router.add_static("/static", site)
+        return app
+
+    with (
+        listening() as listener,
+        serve_aiohttp(make_app) as server,
+        instrumenting("aiohttp", telemetry),
+    ):
+        assert server.request("GET", "/static/app.js?replace=1").body == b"replaced"
+        assert server.request("GET", "/static/app.js").body == BODY
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    assert attrs(response)["fileresp.outcome"] == "sent"
+    assert len(listener.started) == len(listener.ended) == 1
+
+
+def test_aiohttp_application_job_with_a_path_is_not_a_lookup(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """A handler's own executor job taking a Path (and raising 404) is not a
+    static route's lookup: no file response is recorded."""
+    from aiohttp import web
+
+    def load(path: Path) -> str:
+        raise web.HTTPNotFound()
+
+    def make_app() -> Any:
+        async def handler(request: Any) -> Any:
+            await asyncio.get_running_loop().run_in_executor(None, load, site / "config.toml")
+            return web.Response(text="never")
+
+        app = web.Application()
+        app.router.add_get("/config", handler)
+        return app
+
+    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+        assert server.request("GET", "/config").status == 404
+    assert telemetry.spans() == []
+    assert telemetry.metric_points("fileresp.duration") == []
+
+
+def test_aiohttp_lookup_cancelled_while_queued_behind_contrib_threading(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """Case 3 with contrib's threading instrumentation wrapping submit after ours."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+    from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+    release, busy = threading.Event(), threading.Event()
+
+    def make_app() -> Any:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+
+        async def block(request: Any) -> Any:
+            def hold() -> None:
+                busy.set()
+                release.wait(10)
+
+            await asyncio.get_running_loop().run_in_executor(None, hold)
+            return web.Response(text="done")
+
+        app = web.Application()
+        app.router.add_get("/block", block)
+        app.router.add_static("/static", site)
+        return app
+
+    threading_instrumentor = ThreadingInstrumentor()
+    with (
+        serve_aiohttp(make_app, handler_cancellation=True) as server,
+        instrumenting("aiohttp", telemetry),
+    ):
+        threading_instrumentor.instrument()
+        blocker = threading.Thread(target=lambda: server.request("GET", "/block"))
+        blocker.start()
+        try:
+            assert busy.wait(10)
+            with pytest.raises(OSError):
+                server.request("GET", "/static/app.js", timeout=0.3)
+            [response] = telemetry.wait_for(RESPONSE, 1)
+        finally:
+            release.set()
+            blocker.join(10)
+            threading_instrumentor.uninstrument()
+    assert attrs(response)["error.type"] == "CancelledError"
+
+
+def test_aiohttp_compressed_body_counts_the_file_sent(tmp_path: Path, telemetry: Telemetry) -> None:
+    from aiohttp import web
+
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"compressible " * 20_000)
+
+    def make_app() -> Any:
+        async def handler(request: Any) -> Any:
+            response = web.FileResponse(big)
+            response.enable_compression()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/big", handler)
+        return app
+
+    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+        reply = server.request("GET", "/big", {"Accept-Encoding": "gzip"})
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    assert reply.status == 200
+    found = attrs(response)
+    assert found["fileresp.bytes"] == big.stat().st_size
+    assert found["fileresp.transfer"] == "read"
+
+
+def test_starlette_first_request_times_the_lookup_as_the_stat(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """StaticFiles' one-off check of its directory (its own stat job) on the
+    first request is a pool job of that response, not the file's stat."""
+    app = Starlette(routes=[Mount("/static", StaticFiles(directory=str(site)))])
+    with serve_asgi(app) as server, instrumenting("starlette", telemetry):
+        assert server.request("GET", "/static/app.js").status == 200
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    spans = [
+        s for s in telemetry.spans() if s.parent and s.parent.span_id == response.context.span_id
+    ]
+    [stat] = [s for s in spans if s.name == "fileresp.stat"]
+    lookup_waits = [
+        s for s in spans if s.attributes.get("fileresp.threadpool.job") in ("lookup", "stat")
+    ]
+    last_wait_end = max(s.end_time for s in lookup_waits)
+    assert stat.start_time >= last_wait_end  # it starts when the last of those jobs started
+
+
+@pytest.mark.parametrize("path", ["/static/big.bin", "/f"])
+def test_starlette_on_trio_complete_bodies_are_complete(
+    site: Path, telemetry: Telemetry, path: str
+) -> None:
+    """hypercorn's trio worker delivers the final body message, then cancels the
+    sender on http.disconnect (Starlette 1.8+ streams from a child task)."""
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    size = 200_000
+    (site / "big.bin").write_bytes(b"b" * size)
+    app = Starlette(
+        routes=[
+            Route("/f", lambda request: FileResponse(site / "big.bin")),
+            Mount("/static", StaticFiles(directory=str(site))),
+        ]
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "ERROR"
+    replies: list[Any] = []
+
+    async def main() -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: serve(app, config, shutdown_trigger=stop.wait))
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        await trio.open_tcp_stream("127.0.0.1", port)
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)
+            server = LoopbackServer(port, None)  # type: ignore[arg-type]
+            replies.append(await trio.to_thread.run_sync(lambda: server.request("GET", path)))
+            await trio.sleep(0.2)
+            stop.set()
+
+    with instrumenting("starlette", telemetry):
+        trio.run(main)
+    [reply] = replies
+    assert (reply.status, len(reply.body)) == (200, size)
+    [response] = telemetry.wait_for(RESPONSE, 1)
+    found = attrs(response)
+    assert (found["fileresp.outcome"], found["fileresp.bytes"]) == ("sent", size)
+    assert "error.type" not in found
