@@ -230,6 +230,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     for _ in range(not_modified):
                         assert get(server, {"If-None-Match": etags[framework]}).status == 304
                     assert server.settled()
+
+                # aiohttp's deferred close jobs may still run: wait (bounded)
+                # until both pools are idle, so the gauges read after it are.
+                def idle() -> bool | None:
+                    gauges = snapshot(telemetry)
+                    working = [
+                        value
+                        for name in ("fileresp_threadpool_busy", "fileresp_threadpool_borrowed")
+                        for value in gauges.get(name, {}).values()
+                    ]
+                    return True if all(value == 0 for value in working) else None
+
+                wait_for(idle, "idle worker pools after the traffic", 20)
                 settled_at = time.time()
                 after = snapshot(telemetry)
 
