@@ -274,6 +274,29 @@ def test_readme_quickstart(tmp_path: Path) -> None:
     ]
     assert differing == [], f"the block did not install this checkout: {differing} differ"
 
+    # The CI gate on what the block wrote: the report reads the console
+    # exporter's spans.json (uvicorn's log lines mixed in) and the check
+    # passes; on an empty file it fails, with its own status.
+    [spans] = sorted(temporary.glob("*/spans.json"))
+    passed = _report(venv, spans)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "Check passed" in passed.stdout, passed.stdout
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    failed = _report(venv, empty)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+
+
+def _report(venv: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "otel-fileresp"), "report", "--check", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
 
 def _installed_package(venv: Path) -> Path:
     """Where the virtualenv's python imports ``otel_fileresp`` from."""
