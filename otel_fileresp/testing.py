@@ -277,27 +277,31 @@ class FileResponseRecorder:
         """
         __tracebackhide__ = True
         deadline = time.monotonic() + timeout
-        while True:
-            responses = self.responses
-            if len(responses) >= count:
-                return responses
+        while (found := self._at_least(count, deadline, timeout)) is None:
             if _on_event_loop():
                 self._fail_on_loop(f"wait_for({count})", "await recorder.await_for(count)")
-            if time.monotonic() >= deadline:
-                self._fail_waiting(count, timeout, responses)
             time.sleep(0.005)
+        return found
 
     async def await_for(self, count: int, timeout: float = WAIT_TIMEOUT) -> list[RecordedResponse]:
         """:meth:`wait_for` for async tests: awaits, so the server keeps running."""
         __tracebackhide__ = True
         deadline = time.monotonic() + timeout
-        while True:
-            responses = self.responses
-            if len(responses) >= count:
-                return responses
-            if time.monotonic() >= deadline:
-                self._fail_waiting(count, timeout, responses)
+        while (found := self._at_least(count, deadline, timeout)) is None:
             await asyncio.sleep(0.005)
+        return found
+
+    def _at_least(
+        self, count: int, deadline: float, timeout: float
+    ) -> list[RecordedResponse] | None:
+        """The responses if ``count`` are recorded; None to wait on; fails past ``deadline``."""
+        __tracebackhide__ = True
+        responses = self.responses
+        if len(responses) >= count:
+            return responses
+        if time.monotonic() >= deadline:
+            self._fail_waiting(count, timeout, responses)
+        return None
 
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> list[RecordedResponse]:
         """The responses, once none is in flight; fails, naming them, when some

@@ -242,9 +242,6 @@ def test_client_leaving_mid_body_is_still_an_incomplete_body(
 def test_aiohttp_static_lookup_cancelled_while_queued_ends_the_response(
     site: Path, telemetry: Telemetry
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from aiohttp import web
 
     # aiohttp 3.10+: the lookup job is queued; before, the FileResponse's stat
     # job is. Either way the response has started and must end.
@@ -252,20 +249,7 @@ def test_aiohttp_static_lookup_cancelled_while_queued_ends_the_response(
     busy = threading.Event()
 
     def make_app() -> Any:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
-
-        async def block(request: Any) -> Any:
-            def hold() -> None:
-                busy.set()
-                release.wait(10)
-
-            await asyncio.get_running_loop().run_in_executor(None, hold)
-            return web.Response(text="done")
-
-        app = web.Application()
-        app.router.add_get("/block", block)
-        app.router.add_static("/static", site)
-        return app
+        return one_worker_app(site, busy, release)
 
     with (
         serve_aiohttp(make_app, handler_cancellation=True) as server,
@@ -289,6 +273,30 @@ def test_aiohttp_static_lookup_cancelled_while_queued_ends_the_response(
     assert [
         p.attributes["fileresp.outcome"] for p in telemetry.metric_points("fileresp.duration")
     ] == ["error"]
+
+
+def one_worker_app(site: Path, busy: threading.Event, release: threading.Event) -> Any:
+    """An aiohttp app whose default executor has one worker, which ``/block``
+    holds (``busy`` set) until ``release``; ``/static`` serves ``site``. Build
+    it on the server's loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+
+    async def block(request: Any) -> Any:
+        def hold() -> None:
+            busy.set()
+            release.wait(10)
+
+        await asyncio.get_running_loop().run_in_executor(None, hold)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/block", block)
+    app.router.add_static("/static", site)
+    return app
 
 
 # -- 4. the close after the last byte is not the response's ----------------------
@@ -632,28 +640,13 @@ def test_aiohttp_lookup_cancelled_while_queued_behind_contrib_threading(
     site: Path, telemetry: Telemetry
 ) -> None:
     """Case 3 with contrib's threading instrumentation wrapping submit after ours."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from aiohttp import web
     from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
     release, busy = threading.Event(), threading.Event()
 
     def make_app() -> Any:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
-
-        async def block(request: Any) -> Any:
-            def hold() -> None:
-                busy.set()
-                release.wait(10)
-
-            await asyncio.get_running_loop().run_in_executor(None, hold)
-            return web.Response(text="done")
-
-        app = web.Application()
-        app.router.add_get("/block", block)
-        app.router.add_static("/static", site)
-        return app
+        return one_worker_app(site, busy, release)
 
     threading_instrumentor = ThreadingInstrumentor()
     with (
