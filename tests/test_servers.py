@@ -66,7 +66,7 @@ from pathlib import Path
 
 import pytest
 from otlp_receiver import Received, Receiver, otlp_http_receiver
-from test_autoinstrument import Server, _group_alive, _kill_group
+from test_autoinstrument import Server, _group_alive, _kill_group, _stop
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "servers"
@@ -300,20 +300,7 @@ def running(
 
 def stop(server: Server) -> None:
     """SIGTERM, as Docker, Kubernetes and systemd send; the whole group must exit."""
-    process = server.process
-    process.send_signal(signal.SIGTERM)
-    try:
-        returncode = process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s:\n{server.log()}")
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _group_alive(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_alive(process.pid):
-        _kill_group(process)
-        pytest.fail(f"processes started by the server outlived it:\n{server.log()}")
-    assert returncode == 0, server.log()
+    _stop(server, signal.SIGTERM)
     log = server.log()
     assert "Traceback" not in log, log
     assert "otel_fileresp:" not in log, log
