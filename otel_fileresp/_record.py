@@ -155,11 +155,12 @@ def current_record() -> ResponseRecord | None:
     return None if scope is None else scope.record
 
 
-def same_file(a: object, b: object) -> bool:
+def same_file(a: Any, b: Any) -> bool:
     """Whether two path values name the same file as the framework spells it."""
-    if not isinstance(a, str | bytes | os.PathLike) or not isinstance(b, str | bytes | os.PathLike):
+    try:
+        return bool(os.fspath(a) == os.fspath(b))
+    except TypeError:  # not a path (None, say)
         return False
-    return bool(os.fspath(a) == os.fspath(b))
 
 
 def status_of_exception(exc: BaseException) -> int | None:

@@ -182,14 +182,13 @@ def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] |
     if fn is os.stat:
         path = args[1] if len(args) > 1 else None
         return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
-    owner = getattr(fn, "__self__", None)
     name = getattr(fn, "__name__", None)
-    if isinstance(owner, io.IOBase):
-        if name in _READ_METHODS:
-            return record.wrap_job(fn, n.JOB_READ, reads=owner)
-        if name == "close":
-            return record.wrap_job(fn, n.JOB_CLOSE, reads=owner)
-    if name == "lookup_path":
+    if name in _READ_METHODS or name == "close":
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, io.IOBase):
+            kind = n.JOB_CLOSE if name == "close" else n.JOB_READ
+            return record.wrap_job(fn, kind, reads=owner)
+    elif name == "lookup_path":
         return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
     return record.wrap_job(fn, n.JOB_OTHER)
 
