@@ -66,6 +66,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from contextvars import ContextVar
 from enum import IntEnum
+from stat import S_ISREG
 from time import perf_counter_ns
 from typing import Any, Final, Protocol, TypeVar
 
@@ -167,6 +168,13 @@ def status_of_exception(exc: BaseException) -> int | None:
     """The HTTP status a framework answers with for an HTTP exception, else None."""
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) and 100 <= status < 600 else None
+
+
+def _not_a_file(ok: bool, result: object) -> bool:
+    """A stat job found something other than a regular file (StaticFiles'
+    check of its own directory): not the stat of the file served."""
+    mode = getattr(result, "st_mode", None) if ok else None
+    return mode is not None and not S_ISREG(mode)
 
 
 def _bodiless(status: int) -> bool:
@@ -570,9 +578,10 @@ class ResponseRecord:
         return run_job
 
     def _stat_job_ran(self, lookup: bool, started: int, ended: int) -> None:
-        """The stat phase spans the stat or lookup jobs; once a lookup ran (the
-        file's own stat), plain stats before it (Starlette's one-off check of
-        its directory) are no longer part of it."""
+        """The stat phase spans the stat or lookup jobs of the file (a plain stat
+        of something else, like StaticFiles' one-off check of its directory, is
+        not one); once a lookup ran, plain stats before it are no longer part
+        of it."""
         if lookup and not self._stat_by_lookup:
             self._stat_by_lookup = True
             self._phases.pop(n.PHASE_STAT, None)
@@ -617,7 +626,7 @@ class ResponseRecord:
                 return
             if kind in _WAIT_SPAN_JOBS:
                 self._wait_spans.append((kind, submitted, started))
-                if job.is_stat:
+                if job.is_stat and not (kind == n.JOB_STAT and _not_a_file(ok, result)):
                     self._stat_job_ran(kind == n.JOB_LOOKUP, started, ended)
             elif kind == n.JOB_READ:
                 self._read_count += 1
