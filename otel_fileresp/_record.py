@@ -237,6 +237,7 @@ class ResponseRecord:
         "framework",
         "parent",
         "request_headers",
+        "spans",
     )
 
     def __init__(
@@ -246,12 +247,16 @@ class ResponseRecord:
         parent: context_api.Context | None = None,
         *,
         detailed: bool = True,
+        spans: bool = True,
     ) -> None:
         self._sink = sink
         self.framework = framework
         self.parent = context_api.get_current() if parent is None else parent
         #: Whether every phase is collected (see the module docs).
         self.detailed = detailed
+        #: Whether a span of this response may be recorded (decided once, at
+        #: its start, from the parent and the sampler; see _telemetry).
+        self.spans = spans
         #: The request's headers, for the framework module's translation.
         self.request_headers: Any = None
         self._scope = Scope(self)

@@ -320,8 +320,10 @@ class Telemetry:
             return None
         if parent is None:
             parent = context_api.get_current()
-        detailed = self._phase_detail or self.may_record_spans(parent)
-        return ResponseRecord(self, self.framework, parent, detailed=detailed)
+        spans = self.may_record_spans(parent)
+        return ResponseRecord(
+            self, self.framework, parent, detailed=spans or self._phase_detail, spans=spans
+        )
 
     def start_record(
         self, parent: context_api.Context | None = None, *, head: bool = False
@@ -343,7 +345,7 @@ class Telemetry:
         if record.state is State.ENDED:
             span_context = None
             with _GUARD_EMIT_SPANS:
-                if self.may_record_spans(record.parent):
+                if record.spans:
                     span_context = _emit.spans(self.tracer, self.settings, record)
             instruments = self.instruments
             if instruments is not None:
