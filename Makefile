@@ -1,4 +1,4 @@
-# Shorthands for the README commands (dev.py needs only Python 3.11 and pip).
+# Shorthands for the README commands (dev.py needs only Python 3.11+ and pip).
 .PHONY: test demo lint bench
 test:
 	python3 dev.py test

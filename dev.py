@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""The project's commands, needing only Python 3.11 and pip.
+"""The project's commands, needing only Python 3.11 and pip (``test`` also
+needs Python 3.12 and 3.13: noxfile.py takes them from PATH or from pyenv's
+versions directory).
 
-    python3 dev.py test    # the whole suite over the framework version matrix (nox)
+    python3 dev.py test    # the whole suite over the framework and Python matrix (nox)
     python3 dev.py demo    # real servers, real requests, printed span trees
     python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~20 min
 
 Each command creates (or reuses) its own virtualenv under ``.venvs/``.
 Extra arguments after ``test`` go to nox, e.g. ``python3 dev.py test -s lint``
-or ``python3 dev.py test -s "tests(frameworks='latest')" -- -k aiohttp``; after
+or ``python3 dev.py test -s "tests(frameworks='latest')" -- -k aiohttp``
+(``-p 3.13``: the sessions on Python 3.13; ``-l``: every session); after
 ``bench`` to ``benchmarks/run.py``, e.g. ``python3 dev.py bench --quick``.
 """
 

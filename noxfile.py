@@ -1,18 +1,36 @@
 """The test matrix: every session runs the whole suite against one set of
 framework releases, one per code shape of each framework (see
-docs/compatibility.md). ``nox`` runs them all; ``nox -s lint`` runs ruff and
-mypy.
+docs/compatibility.md), on Python 3.11; the latest set also runs on Python
+3.12 and 3.13. ``nox`` runs them all; ``nox -s lint`` runs ruff and mypy.
+
+Interpreters: ``pythonX.Y`` from ``PATH`` when it runs, otherwise the newest
+``X.Y.N`` in pyenv's versions directory (``$PYENV_ROOT/versions`` or
+``~/.pyenv/versions``): pyenv's shims are on ``PATH`` but run only the versions
+pyenv has selected, so ``python3.12`` can be found there and still fail. A
+version found nowhere makes its sessions fail (nothing is downloaded).
 """
 
 from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
+# A missing interpreter is an error, never a download.
+nox.options.download_python = "never"
 
+# Every framework set, and the lint session.
 PYTHON = "3.11"
+# The latest framework set only.
+NEWER_PYTHONS = ["3.12", "3.13"]
 
 # name -> (requirements pinning the framework releases, extra test-only packages)
 MATRIX: dict[str, tuple[list[str], list[str]]] = {
@@ -30,27 +48,114 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
     "latest": (["starlette==1.10.0", "aiohttp==3.14.5"], ["fastapi==0.165.0"]),
 }
 
+# Starlette 0.21.0-0.37.1's TestClient passes `app=` to httpx.Client, which
+# httpx 0.28 removed (0.37.2 stopped passing it; up to 0.20 it used requests).
+_HTTPX_APP_ARGUMENT = ((0, 21, 0), (0, 37, 2))
 
-@nox.session(python=PYTHON)
-@nox.parametrize("frameworks", list(MATRIX))
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def httpx_pin(pins: list[str]) -> list[str]:
+    """``httpx<0.28`` when the pinned Starlette's TestClient needs it."""
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        if name == "starlette" and version:
+            low, high = _HTTPX_APP_ARGUMENT
+            return ["httpx<0.28"] if low <= _version(version) < high else []
+    return []
+
+
+def _runs(executable: str, version: str) -> bool:
+    """Whether ``executable`` starts and is Python ``version`` with venv."""
+    try:
+        result = subprocess.run(
+            [executable, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == version
+
+
+def _pyenv_bin(version: str) -> Path | None:
+    """The bin directory of the newest working ``version.N`` pyenv has installed."""
+    roots = [Path(os.environ["PYENV_ROOT"])] if os.environ.get("PYENV_ROOT") else []
+    roots.append(Path.home() / ".pyenv")
+    release = re.compile(rf"{re.escape(version)}\.(\d+)")
+    for root in dict.fromkeys(roots):
+        versions = root / "versions"
+        if not versions.is_dir():
+            continue
+        installed = {
+            int(match[1]): path
+            for path in versions.iterdir()
+            if (match := release.fullmatch(path.name))
+        }
+        for _, home in sorted(installed.items(), reverse=True):
+            if _runs(str(home / "bin" / f"python{version}"), version):
+                return home / "bin"
+    return None
+
+
+def _find_interpreters(versions: list[str]) -> None:
+    """Put a working ``pythonX.Y`` for each version on nox's ``PATH``.
+
+    A directory from pyenv goes at the end of ``PATH``, so it never shadows a
+    command found before it (its ``python3`` and ``pip`` included).
+    """
+    extra: list[str] = []
+    for version in versions:
+        on_path = shutil.which(f"python{version}")
+        if on_path is not None and _runs(on_path, version):
+            continue
+        found = _pyenv_bin(version)
+        if found is None:
+            print(
+                f"noxfile: python{version} runs from neither PATH nor pyenv's versions"
+                f" directory; its sessions will fail (pyenv install {version}).",
+                file=sys.stderr,
+            )
+        else:
+            extra.append(str(found))
+    if extra:
+        os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *extra])
+
+
+_find_interpreters([PYTHON, *NEWER_PYTHONS])
+
+SESSIONS = [nox.param(PYTHON, name, id=f"frameworks='{name}'") for name in MATRIX] + [
+    nox.param(version, "latest", id=f"python='{version}', frameworks='latest'")
+    for version in NEWER_PYTHONS
+]
+
+
+@nox.session
+@nox.parametrize(("python", "frameworks"), SESSIONS)
 def tests(session: nox.Session, frameworks: str) -> None:
     """The whole test suite against one set of framework releases."""
     pins, extras = MATRIX[frameworks]
-    session.install("-r", "tests/requirements.txt", "-e", ".", *pins, *extras)
+    session.install("-r", "tests/requirements.txt", "-e", ".", *pins, *httpx_pin(pins), *extras)
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
     latest = frameworks == "latest"
-    # The FastAPI tests need FastAPI, installed only where its releases fit; the
-    # README quickstart installs the latest releases, so it runs once, there.
+    # The FastAPI tests need FastAPI, installed only where its releases fit.
+    # The README quickstart installs the latest releases into a virtualenv of
+    # its own, so it runs once: in the latest set on the default Python.
     selection = (
         []
         if latest
         else [
             "--ignore=tests/test_fastapi.py",
             "--ignore=tests/test_examples_fastapi.py",
-            "-m",
-            "not quickstart",
         ]
     )
+    if not (latest and session.python == PYTHON):
+        selection += ["-m", "not quickstart"]
     session.run("pytest", *selection, *session.posargs)
 
 

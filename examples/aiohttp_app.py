@@ -5,8 +5,10 @@ returning ``web.FileResponse``); both answer 304 to a matching If-None-Match
 or If-Modified-Since. Files come from ``FILERESP_EXAMPLE_STATIC`` (default:
 ``examples/static``).
 
-Run it from this directory (``pip install otel-fileresp aiohttp
-opentelemetry-distro opentelemetry-exporter-otlp``):
+Run it from this directory, with the package installed from the root of
+your clone (``python -m pip install . aiohttp opentelemetry-distro
+opentelemetry-exporter-otlp``; ``otel-fileresp`` is the PyPI name for a
+release):
 
 Auto-instrumentation (``opentelemetry-instrument`` loads ``fileresp_aiohttp``;
 add ``opentelemetry-instrumentation-aiohttp-server`` for a server span per

@@ -6,8 +6,9 @@ If-None-Match or If-Modified-Since) and ``/download/{name}`` (a bare
 ``FILERESP_EXAMPLE_STATIC`` (default: ``examples/static``).
 
 Run it from this directory, with the package and its example dependencies
-installed (``pip install otel-fileresp starlette uvicorn
-opentelemetry-distro opentelemetry-exporter-otlp``):
+installed from the root of your clone (``python -m pip install . starlette
+uvicorn opentelemetry-distro opentelemetry-exporter-otlp``; ``otel-fileresp``
+is the PyPI name for a release):
 
 Auto-instrumentation (``opentelemetry-instrument`` loads ``fileresp_starlette``
 through its entry point; add ``opentelemetry-instrumentation-starlette`` for a

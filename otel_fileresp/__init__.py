@@ -25,27 +25,42 @@ Manual::
     AiohttpFileResponseInstrumentor().instrument(phase_spans=False)
 
 ``instrument()`` takes ``tracer_provider``, ``meter_provider``,
-``capture_path`` (``"name"``, ``"full"``, ``"none"``) and ``phase_spans``;
-see :mod:`otel_fileresp.settings`. Apps, routes and subclasses created before
-``instrument()`` are covered; ``uninstrument()`` restores the originals.
+``capture_path`` (``"name"``, ``"full"``, ``"none"``), ``phase_spans``,
+``phase_metrics`` and ``metrics``; see :mod:`otel_fileresp.settings`. Apps,
+routes and subclasses created before ``instrument()`` are covered;
+``uninstrument()`` restores the originals.
 
 Telemetry
 ---------
 One ``fileresp.response`` span per file response (a child of the request's
 server span, or a root span), with children ``fileresp.stat``,
 ``fileresp.precondition``, ``fileresp.open``, ``fileresp.threadpool.wait`` and
-``fileresp.send``; at most 8 spans whatever the file size. Metrics
-``fileresp.duration``, ``fileresp.phase.duration`` and ``fileresp.opens`` are
-recorded for every response, sampled or not. docs/telemetry.md lists every
-name and attribute.
+``fileresp.send``; at most 8 spans whatever the file size, and no span work
+at all for a response whose parent is not sampled under a ``parentbased_*``
+sampler. Metrics, for every response, sampled or not: one
+``fileresp.duration`` point, one ``fileresp.phase.duration`` point for the
+response's total worker-pool wait (other phases on request), and the
+observable counter ``fileresp.opens``. docs/telemetry.md lists every name
+and attribute.
+
+Response listeners
+------------------
+:func:`add_response_listener` tells an object of every file response that
+starts and ends (the pytest plugin counts the responses in flight with it).
 """
 
+from otel_fileresp._record import ResponseRecord, State
+from otel_fileresp._telemetry import ResponseListener, add_response_listener
 from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 from otel_fileresp.version import __version__
 
 __all__ = [
     "AiohttpFileResponseInstrumentor",
+    "ResponseListener",
+    "ResponseRecord",
     "StarletteFileResponseInstrumentor",
+    "State",
     "__version__",
+    "add_response_listener",
 ]

@@ -5,17 +5,22 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
-from otel_fileresp._core import Telemetry
 from otel_fileresp._patching import Patch, PatchSet
+from otel_fileresp._telemetry import Telemetry
 from otel_fileresp.settings import Settings
+
+_SETTING_KEYWORDS = ("capture_path", "phase_spans", "phase_metrics", "metrics")
 
 
 class Hooks:
@@ -36,14 +41,17 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
     """Base of the Starlette and aiohttp instrumentors.
 
     ``instrument()`` accepts ``tracer_provider``, ``meter_provider``,
-    ``capture_path`` and ``phase_spans`` (see :mod:`otel_fileresp.settings`).
+    ``capture_path``, ``phase_spans``, ``phase_metrics`` and ``metrics`` (see
+    :mod:`otel_fileresp.settings`).
     """
 
     #: The distribution the framework is installed as, its import name, the
-    #: requirement it is instrumented at, and the wrappers' class.
+    #: requirement it is instrumented at, the name its telemetry carries
+    #: (``fileresp.framework``), and the wrappers' class.
     framework_distribution: str
     framework_module: str
     framework_requirements: Sequence[str]
+    framework_name: str
     hooks_type: type[H]
 
     def __init__(self) -> None:
@@ -59,6 +67,15 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
     def _patches(self, hooks: H) -> Sequence[Patch]:
         """The patch points for the installed framework release."""
 
+    def _telemetry(self, **kwargs: Any) -> Telemetry:
+        settings = Settings.resolve(**{key: kwargs.get(key) for key in _SETTING_KEYWORDS})
+        return Telemetry(
+            settings,
+            self.framework_name,
+            kwargs.get("tracer_provider"),
+            kwargs.get("meter_provider"),
+        )
+
     def _instrument(self, **kwargs: Any) -> None:
         try:
             __import__(self.framework_module)
@@ -66,10 +83,7 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
             # Loaded by opentelemetry-instrument because the other framework
             # is installed: nothing to do for this one.
             return
-        settings = Settings.resolve(kwargs.get("capture_path"), kwargs.get("phase_spans"))
-        self._hooks.telemetry = Telemetry(
-            settings, kwargs.get("tracer_provider"), kwargs.get("meter_provider")
-        )
+        self._hooks.telemetry = self._telemetry(**kwargs)
         version = metadata.version(self.framework_distribution)
         patch_set = PatchSet(f"{self.framework_distribution} {version}")
         patch_set.apply(self._patches(self._hooks))
@@ -80,3 +94,27 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
         if self._patch_set is not None:
             self._patch_set.remove()
             self._patch_set = None
+
+    @contextmanager
+    def telemetry_sent_to(
+        self,
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
+        **settings: Any,
+    ) -> Iterator[None]:
+        """Send this instrumentor's telemetry to other providers inside the block.
+
+        For tests (the pytest plugin uses it): an app instrumented already
+        stays patched, and its telemetry goes back where it went afterwards.
+        Needs the instrumentor to be instrumented.
+        """
+        if not self.is_instrumented_by_opentelemetry:
+            raise RuntimeError("instrument() first")
+        previous = self._hooks.telemetry
+        self._hooks.telemetry = self._telemetry(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, **settings
+        )
+        try:
+            yield
+        finally:
+            self._hooks.telemetry = previous

@@ -55,11 +55,13 @@ OUTCOME_NOT_MODIFIED: Final = "not_modified"
 OUTCOME_PRECONDITION_FAILED: Final = "precondition_failed"
 OUTCOME_RANGE_NOT_SATISFIABLE: Final = "range_not_satisfiable"
 OUTCOME_HEAD: Final = "head"
+OUTCOME_REDIRECT: Final = "redirect"  # 3xx other than 304
 OUTCOME_NOT_FOUND: Final = "not_found"
 OUTCOME_FORBIDDEN: Final = "forbidden"
+OUTCOME_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 OUTCOME_ERROR: Final = "error"
-# error.type when the framework returned without handing over the final body
-# message and without an exception (Starlette 1.8+ on http.disconnect).
+# error.type when the framework returned without handing over the whole body
+# and without an exception (Starlette 1.8+ on http.disconnect mid-body).
 ERROR_INCOMPLETE_BODY: Final = "incomplete_body"
 
 # fileresp.transfer values.
@@ -91,6 +93,7 @@ PHASE_PRECONDITION: Final = "precondition"
 PHASE_OPEN: Final = "open"
 PHASE_THREADPOOL_WAIT: Final = "threadpool.wait"
 PHASE_SEND: Final = "send"
+PHASES: Final = (PHASE_STAT, PHASE_PRECONDITION, PHASE_OPEN, PHASE_THREADPOOL_WAIT, PHASE_SEND)
 PHASE_SPAN_NAMES: Final = {
     PHASE_STAT: SPAN_STAT,
     PHASE_PRECONDITION: SPAN_PRECONDITION,
@@ -112,6 +115,8 @@ DURATION_BUCKETS: Final = (
 # Settings.
 ENV_CAPTURE_PATH: Final = "OTEL_PYTHON_FILERESP_CAPTURE_PATH"
 ENV_PHASE_SPANS: Final = "OTEL_PYTHON_FILERESP_PHASE_SPANS"
+ENV_PHASE_METRICS: Final = "OTEL_PYTHON_FILERESP_PHASE_METRICS"
+ENV_METRICS: Final = "OTEL_PYTHON_FILERESP_METRICS"
 
 # Worker-pool occupancy (observable gauges, read when metrics are collected;
 # attribute fileresp.framework). See otel_fileresp/_pools.py.

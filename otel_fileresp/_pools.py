@@ -66,6 +66,7 @@ from typing import Any, Final
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_fileresp import _names as n
+from otel_fileresp._log import log_once as _log_once
 
 _STARLETTE_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE}
 _AIOHTTP_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_AIOHTTP}
@@ -77,13 +78,6 @@ _WORKER_CODE: Final[CodeType | None] = getattr(
 )
 
 LoopRef = weakref.ReferenceType[asyncio.AbstractEventLoop]
-
-
-def _log_once(key: str, message: str) -> None:
-    # Imported here: _core imports this module.
-    from otel_fileresp._core import log_once
-
-    log_once(key, message)
 
 
 def _live_loop(loop_ref: LoopRef) -> asyncio.AbstractEventLoop | None:

@@ -19,26 +19,34 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   the context captured here. A response built under
   ``suppress_instrumentation()`` (in the handler or a middleware) stays
   unrecorded, although ``prepare`` runs after that block;
-- ``FileResponse.prepare`` makes one ``fileresp.response`` per response;
+- ``FileResponse.prepare`` serves one ``fileresp.response`` per response;
 - ``concurrent.futures.ThreadPoolExecutor.submit`` wraps the callable of each
   executor job submitted while a file response is prepared (asyncio's and
   uvloop's ``run_in_executor`` both go through it), measuring the wait for a
   worker and the run time; the same job is submitted, so the number of jobs is
-  unchanged. Static routes (aiohttp 3.10+) resolve the path and build the
+  unchanged. What a job is, is said by the hooks that run inside it
+  (``fileresp.stat`` for the stat method, ``make_response``, the served
+  file's open), not by the callable's name, so another wrapper of ``submit``
+  (contrib's ``threading`` instrumentation, in either order) hides nothing.
+  Static routes (aiohttp 3.10+) resolve the path and build the
   ``FileResponse`` in an executor job before ``prepare``: that job is
-  recognised by its callable and reported as ``fileresp.threadpool.job=lookup``,
-  and the response's trace context is taken from the handler at submit time.
-  When the lookup itself answers (403 for a directory), that answer is the
-  response;
+  reported as ``fileresp.threadpool.job=lookup`` and starts the response, with
+  the handler's trace context. When the lookup itself answers (a 403 or 404
+  raised), the response ends there with that outcome and no status (aiohttp
+  sends it above the file response). A client that leaves while the lookup
+  job is still queued (``handler_cancellation=True``) ends the response with
+  ``error.type=CancelledError``;
 - ``FileResponse._get_file_path_stat_encoding`` (3.10+) or
   ``_get_file_path_stat_and_gzip`` (3.9.2+) times ``fileresp.stat``: the
   lstat of every ``.br``/``.gz`` candidate and the stat of the file.
   ``fileresp.content_encoding`` says which variant was served (``br``,
   ``gzip`` or ``identity``);
-- ``pathlib.Path.open``, acting only while a file response is being served
-  (in its executor jobs or in ``prepare``), marks ``fileresp.opened`` and
-  times ``fileresp.open``; whoever opens the file (aiohttp's open job, its
-  ``_make_response``, or a ``FileResponse`` subclass) is seen;
+- ``pathlib.Path.open``, acting only while a file response is being served,
+  sets ``fileresp.opened`` and times ``fileresp.open`` when the path opened is
+  the served file (``FileResponse``'s path or the variant the stat chose), by
+  whoever opens it (aiohttp's open job or its ``_make_response``, a
+  ``FileResponse`` subclass); other files (an ``on_response_prepare`` signal
+  reading a template, say) do not count;
 - from 3.11.10, ``FileResponse._make_response`` (one executor job doing stat,
   precondition checks, open and fstat, reported as job ``make_response``) is
   split into ``fileresp.stat``, ``fileresp.precondition`` (from the end of the
@@ -47,22 +55,23 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
 - up to 3.11.9 the precondition checks run on the event loop between the stat
   job and the open job; ``fileresp.precondition`` spans from the end of the
   stat job to the decision (``_not_modified``, ``_precondition_failed``, the
-  open job's submission, or the end of ``prepare`` for HEAD, 416 and empty
+  next job's submission, or the end of ``prepare`` for HEAD, 416 and empty
   files), so it includes the loop's wake-up after the stat job;
-- ``FileResponse._sendfile`` times ``fileresp.send``: ``transfer=sendfile``
-  for ``loop.sendfile``, ``transfer=read`` when aiohttp falls back to executor
-  reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the reads are
-  counted in ``fileresp.read.count`` (aiohttp 3.9's seek job included), never
-  one span each.
+- ``FileResponse._prepare_open_file`` (3.11.10+) or ``_sendfile`` (up to
+  3.11.9) times ``fileresp.send`` and marks the response's last byte (the
+  deferred close comes after it): ``transfer=sendfile`` for
+  ``loop.sendfile``, ``transfer=read`` when aiohttp falls back to executor
+  reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs
+  submitted meanwhile are counted in ``fileresp.read.count``, never one span
+  each. ``fileresp.bytes`` is the ``Content-Length`` aiohttp sent in full
+  (none when it raised). From 3.11.10 the send phase also covers the
+  headers' preparation after the open, on the loop;
 
-``fileresp.opened`` is true exactly when Python opened the file; an open that
-failed (a permission error: 403) leaves it false and makes no
-``fileresp.open``. From 3.11.10 aiohttp opens the file before the range and
-method checks, so HEAD, 416 and zero-length responses are ``opened=true``
-there (and not on 3.11.9 and earlier): that is what aiohttp does, and the
-telemetry says so. The close of 3.11.10+ is a deferred executor job; it is
-counted in ``fileresp.threadpool.jobs``, and its wait is recorded in the
-metrics when it runs.
+From 3.11.10 aiohttp opens the file before the range and method checks, so
+HEAD, 416 and zero-length responses are ``opened=true`` there (and not on
+3.11.9 and earlier): that is what aiohttp does, and the telemetry says so.
+The close of 3.11.10+ is a deferred executor job after the response's end:
+it is not part of the response.
 
 ``http.response.status_code`` is the status aiohttp sent. aiohttp 3.9 sends
 none when a handler's ``FileResponse`` names a missing file or a directory,
@@ -74,63 +83,77 @@ with ``error.type`` (``FileNotFoundError``, ``IsADirectoryError``,
 Known gaps: up to 3.9.5 a static route decides 404/403 on the event loop
 before any ``FileResponse`` exists, so those answers have no
 ``fileresp.response``. A ``FileResponse`` subclass that overrides ``prepare``
-is recorded from its ``super().prepare()`` call on: what its own code does
-before that (an open, say) is outside the response.
+is recorded from its ``super().prepare()`` call on. A static route's
+``FileResponse`` that aiohttp never prepares (a middleware answers with
+another response, or the client left while the lookup ran) is no file
+response and is not reported. A ``FileResponse`` built inside your own
+executor job has the trace context of that worker thread (none, without
+contrib's threading instrumentation), so its ``fileresp.response`` is a
+root span.
 
-Supported and tested: aiohttp 3.9.5, 3.11.9, 3.11.10 and 3.14.5 on Python 3.11.
+Supported and tested: see docs/compatibility.md.
 """
 
 from __future__ import annotations
 
 import pathlib
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter_ns
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from opentelemetry import context as context_api
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from otel_fileresp import _names as n
-from otel_fileresp._core import (
-    ResponseRecord,
-    Telemetry,
-    classify_io_job,
-    current_record,
-    log_once,
-    run_as_current,
-)
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
+from otel_fileresp._log import contained
 from otel_fileresp._patching import Patch
+from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
+from otel_fileresp._telemetry import Telemetry
 
 T = TypeVar("T")
 
-_FILE_RESPONSE = "aiohttp.web_fileresponse:FileResponse"
-_STAT_METHODS = ("_get_file_path_stat_encoding", "_get_file_path_stat_and_gzip")
-_RECORD_ATTRIBUTE = "_otel_fileresp_record"
-_PARENT_ATTRIBUTE = "_otel_fileresp_parent"
-_SUPPRESSED_ATTRIBUTE = "_otel_fileresp_suppressed"
-# The StaticResource method a static route (aiohttp 3.10+) submits as its lookup job.
-_STATIC_RESOLVER = "_resolve_path_to_response"
+_FILE_RESPONSE: Final = "aiohttp.web_fileresponse:FileResponse"
+_STAT_METHODS: Final = ("_get_file_path_stat_encoding", "_get_file_path_stat_and_gzip")
+# The one attribute a FileResponse carries: its record, or _SUPPRESSED.
+_HOLDER: Final = "_otel_fileresp"
+_SUPPRESSED: Final = "suppressed"
 # make_response results (aiohttp 3.11.10+ `_FileResponseResult` member names).
-_MAKE_RESPONSE_RESULTS = {
+_MAKE_RESPONSE_RESULTS: Final = {
     "NOT_MODIFIED": n.PRECONDITION_NOT_MODIFIED,
     "PRE_CONDITION_FAILED": n.PRECONDITION_FAILED,
 }
 
 
-class _OpenStarts(threading.local):
-    """Start times of the ``Path.open`` calls of the ``_make_response`` job
-    running in this worker thread (None outside such a job)."""
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_AIOHTTP_DECISION: Final = contained(
+    "aiohttp.decision", "failed to record a precondition decision"
+)
+_GUARD_AIOHTTP_INIT: Final = contained(
+    "aiohttp.init", "failed to note the trace context of a FileResponse"
+)
+_GUARD_AIOHTTP_LOOKUP: Final = contained(
+    "aiohttp.lookup", "failed to wrap a static route's lookup job"
+)
+_GUARD_AIOHTTP_LOOKUP_WATCH: Final = contained(
+    "aiohttp.lookup.watch", "failed to watch a static route's lookup job"
+)
+_GUARD_AIOHTTP_MAKE_RESPONSE: Final = contained(
+    "aiohttp.make_response", "failed to read a make_response result"
+)
+_GUARD_AIOHTTP_OPEN: Final = contained("aiohttp.open", "failed to record an open")
+_GUARD_AIOHTTP_START: Final = contained(
+    "aiohttp.start", "failed to start recording a file response"
+)
+_GUARD_AIOHTTP_STAT: Final = contained("aiohttp.stat", "failed to read a stat result")
+_GUARD_AIOHTTP_SUBMIT: Final = contained("aiohttp.submit", "failed to wrap an executor job")
 
-    starts: list[int] | None = None
 
-
-_OPEN_STARTS = _OpenStarts()
-
-
-def _header_that_decided(headers: Any, result: str) -> str | None:
-    """The conditional header that decided ``result``, by RFC 9110 precedence."""
+def _header_that_decided(headers: Any, result: str | None) -> str | None:
+    """The conditional header that decided ``result``, by aiohttp's (RFC 9110's)
+    precedence: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since."""
+    if headers is None:
+        return None
     if result == n.PRECONDITION_NOT_MODIFIED:
         candidates: tuple[str, ...] = ("If-None-Match", "If-Modified-Since")
     elif result == n.PRECONDITION_FAILED:
@@ -140,58 +163,14 @@ def _header_that_decided(headers: Any, result: str) -> str | None:
     return next((h.lower() for h in candidates if h in headers), None)
 
 
-def _decide_precondition(
-    record: ResponseRecord, headers: Any, result: str | None, now: int
-) -> None:
-    """Close the on-loop precondition phase (aiohttp up to 3.11.9) at ``now``."""
-    stat_end = record.phase_end(n.PHASE_STAT)
-    if record.precondition_result is not None or stat_end is None:
+def _decide_on_loop(record: ResponseRecord, result: str | None) -> None:
+    """The on-loop checks (aiohttp up to 3.11.9) decided ``result`` (None: passed)."""
+    if not record.detailed or record.has_precondition():
         return
-    header = _header_that_decided(headers, result or n.PRECONDITION_PASS)
+    header = _header_that_decided(record.request_headers, result)
     if result is None:
         result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-    record.precondition(stat_end, max(stat_end, now), result, header)
-
-
-def _note_range_ignored(record: ResponseRecord, headers: Any) -> None:
-    if record.status == 200 and "Range" in headers and "If-Range" in headers:
-        end = record.phase_end(n.PHASE_PRECONDITION) or record.phase_end(n.PHASE_STAT)
-        if end is not None:
-            record.precondition(end, end, n.PRECONDITION_RANGE_IGNORED, "if-range")
-
-
-def _split_make_response(
-    record: ResponseRecord,
-    args: Any,
-    kwargs: Any,
-    result: Any,
-    open_starts: list[int],
-    ended: int,
-) -> None:
-    """Split aiohttp 3.11.10+'s ``_make_response`` job (stat, checks, open,
-    fstat; ``result`` is None when it raised) into its phases: the checks run
-    from the end of the stat to aiohttp's open (the first open after the stat;
-    an earlier one is a subclass's), or to the end of the job."""
-    try:
-        stat_end = record.phase_end(n.PHASE_STAT)
-        if stat_end is None or (result is not None and result[0].name == "NOT_ACCEPTABLE"):
-            return  # the stat failed or the file is not regular: no check ran
-        open_start = next((start for start in open_starts if start >= stat_end), None)
-        if result is None and open_start is None:
-            return  # raised before the checks were done
-        if result is not None and result[1] is None:
-            open_start = None  # no file handed back: the checks ended the job
-        decided = None if result is None else _MAKE_RESPONSE_RESULTS.get(result[0].name)
-        request = args[0] if args else kwargs["request"]
-        header = _header_that_decided(request.headers, decided or n.PRECONDITION_PASS)
-        if decided is None:
-            decided = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-        record.precondition(stat_end, ended if open_start is None else open_start, decided, header)
-        if open_start is not None and result is not None:
-            # The open phase includes aiohttp's fstat after the open.
-            record.mark_phase(n.PHASE_OPEN, open_start, ended)
-    except Exception:
-        log_once("aiohttp.make_response", "failed to read a make_response result")
+    record.precondition_decided(perf_counter_ns(), result, header)
 
 
 def _headers_sent(response: Any) -> bool:
@@ -215,116 +194,139 @@ def _in_context(context: context_api.Context, fn: Callable[..., T]) -> Callable[
     return run_in_context
 
 
-def _finish_failed_lookup(record: ResponseRecord, exc: BaseException) -> None:
-    record.finish(exc)
+def _unwrapped(fn: Any, depth: int = 3) -> Any:
+    """``fn`` without the wrappers another instrumentation put around it at
+    ``submit`` (``__wrapped__``, or a closure over the callable, as contrib's
+    threading instrumentation does), so a job is known by what it runs."""
+    for _ in range(depth):
+        if getattr(fn, "__self__", None) is not None:
+            return fn
+        inner = getattr(fn, "__wrapped__", None)
+        if inner is None:
+            cells = getattr(fn, "__closure__", None) or ()
+            inner = next(
+                (
+                    cell.cell_contents
+                    for cell in cells
+                    if getattr(cell.cell_contents, "__self__", None) is not None
+                ),
+                None,
+            )
+        if inner is None:
+            return fn
+        fn = inner
+    return fn
+
+
+def _end_failed_lookup(record: ResponseRecord, exc: BaseException) -> None:
+    """The lookup answered (a 403/404 raised) or failed: the response ends there."""
+    record.begin()
+    record.end(exc)
 
 
 class _AiohttpHooks(Hooks):
-    """The wrappers; each passes straight through when uninstrumented."""
+    """The wrappers; each passes straight through when nothing records."""
 
     # Set by the instrumentor once aiohttp is imported.
     file_response_type: type[Any] = type(None)
     static_resource_type: type[Any] = type(None)
+    stat_method: str = _STAT_METHODS[0]
 
     def submit(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
-        telemetry = self.telemetry
-        if telemetry is None or not args:
-            return wrapped(*args, **kwargs)
-        try:
-            record = current_record()
-            if record is None and getattr(args[0], "__name__", None) != _STATIC_RESOLVER:
-                job = None  # not a file response's job: as cheap as can be
-            else:
-                job = self._job(telemetry, record, args)
-        except Exception:
-            log_once("aiohttp.submit", "failed to wrap an executor job")
-            job = None
+        scope = current_scope()
+        if scope is None:
+            telemetry = self.telemetry
+            # A static route's lookup job: (resolver, path); anything else passes.
+            if telemetry is None or len(args) != 2 or not isinstance(args[1], pathlib.PurePath):
+                return wrapped(*args, **kwargs)
+            lookup: tuple[Callable[..., Any], ResponseRecord | None] | None = None
+            with _GUARD_AIOHTTP_LOOKUP:
+                lookup = self._lookup_job(telemetry, args[0], args[1])
+            if lookup is None:
+                return wrapped(*args, **kwargs)
+            lookup_job, lookup_record = lookup
+            future = wrapped(lookup_job, *args[1:], **kwargs)
+            if lookup_record is not None:
+                with _GUARD_AIOHTTP_LOOKUP_WATCH:
+                    future.add_done_callback(lookup_record.job_cancelled)
+            return future
+        job: Callable[..., Any] | None = None
+        record = scope.record
+        if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
+            with _GUARD_AIOHTTP_SUBMIT:
+                if record.state is State.SERVING:
+                    _decide_on_loop(record, None)  # up to 3.11.9: the open job follows the checks
+                job = record.wrap_job(args[0])
         # The framework's own submit is called exactly once, outside our
         # error handling: its exceptions are the framework's.
         if job is None:
             return wrapped(*args, **kwargs)
         return wrapped(job, *args[1:], **kwargs)
 
-    def _job(
-        self, telemetry: Telemetry, record: ResponseRecord | None, args: tuple[Any, ...]
-    ) -> Callable[..., Any] | None:
-        """The callable to submit in place of ``args[0]``, or None to leave it."""
-        fn = args[0]
-        if record is None:
-            if isinstance(getattr(fn, "__self__", None), self.static_resource_type):
-                return self._static_lookup_job(telemetry, fn, args[1:])
-            return None
-        if record.framework != n.FRAMEWORK_AIOHTTP or record.finished:
-            return None
-        kind = self._classify(fn)
-        if kind == n.JOB_OPEN and record.request_headers is not None:
-            # Up to 3.11.9 the open job follows the on-loop checks that passed.
-            _decide_precondition(record, record.request_headers, None, perf_counter_ns())
-        return record.pool_job(kind, fn)
-
-    def _static_lookup_job(
-        self, telemetry: Telemetry, fn: Callable[..., Any], fn_args: tuple[Any, ...]
-    ) -> Callable[..., Any] | None:
+    def _lookup_job(
+        self, telemetry: Telemetry, fn: Callable[..., Any], path: pathlib.PurePath
+    ) -> tuple[Callable[..., Any], ResponseRecord | None] | None:
+        """The lookup job in place of ``fn`` and its record (not begun: it starts
+        at this job's submission once aiohttp prepares the response, or the
+        lookup answers, or the job is cancelled while queued), when ``fn`` is
+        a static route's resolver; None to leave the job as it is."""
+        resolver = _unwrapped(fn)
+        if not isinstance(getattr(resolver, "__self__", None), self.static_resource_type):
+            return None  # the application's own job
         if telemetry.inert():
-            return None  # nothing records: the job stays as it is
-        # Started here, in the handler: the request's span is current.
-        record = telemetry.start_record(n.FRAMEWORK_AIOHTTP)
+            return None
+        if not is_instrumentation_enabled():
+            # Suppressed: the FileResponse built in the worker must know.
+            return _in_context(context_api.get_current(), fn), None
+        # Made here, in the handler: the request's span is current.
+        record = telemetry.new_record()
         if record is None:
-            return _in_context(context_api.get_current(), fn)  # suppressed
-        if fn_args and isinstance(fn_args[0], pathlib.PurePath):
-            # The path asked for: named even when the lookup answers 403/404
-            # itself; the FileResponse it builds names the resolved path.
-            record.set_file(fn_args[0], None)
-        file_response_type = self.file_response_type
-
-        def keep_if_file_response(record: ResponseRecord, response: Any) -> None:
-            if not isinstance(response, file_response_type):
-                record.discard()
-
-        # The lookup's run is not part of fileresp.stat: the FileResponse
-        # stats the file again in its own job, and that is what is timed.
-        return record.pool_job(
-            n.JOB_LOOKUP, fn, keep_if_file_response, _finish_failed_lookup, times_phase=False
+            return None
+        # The path asked for: named even when the lookup answers 403/404 itself.
+        record.looked_up(path, None)
+        # The lookup's run is not fileresp.stat: the FileResponse stats the
+        # file again in its own job, and that is what is timed.
+        job = record.wrap_job(
+            fn,
+            n.JOB_LOOKUP,
+            on_result=self._keep_if_file_response,
+            on_error=_end_failed_lookup,
+            times_stat=False,
         )
+        if job is None:
+            return None
+        return job, record
 
-    @staticmethod
-    def _classify(fn: Any) -> str:
-        name = getattr(fn, "__name__", None)
-        if name in _STAT_METHODS:
-            return n.JOB_STAT
-        if name == "_make_response":
-            return n.JOB_MAKE_RESPONSE
-        if name == "_seek_and_read":
-            return n.JOB_READ
-        owner = getattr(fn, "__self__", None)
-        if name == "open" and isinstance(owner, pathlib.PurePath):
-            return n.JOB_OPEN
-        return classify_io_job(fn)
+    def _keep_if_file_response(self, record: ResponseRecord, response: Any) -> None:
+        if not isinstance(response, self.file_response_type):
+            record.discard()
 
     def init(self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
         telemetry = self.telemetry
         if telemetry is None:
             return
-        try:
+        with _GUARD_AIOHTTP_INIT:
             if telemetry.inert():
                 return  # nothing records (prepare() asks again)
-            record = current_record()
-            if record is not None and record.framework == n.FRAMEWORK_AIOHTTP:
-                # Built by a static route's lookup job: that record is this response's.
-                setattr(instance, _RECORD_ATTRIBUTE, record)
+            scope = current_scope()
+            holder: ResponseRecord | str | None
+            if scope is not None and scope.job is not None and scope.job.kind == n.JOB_LOOKUP:
+                # Built by a static route's lookup job: that record is this
+                # response's; it begins if aiohttp prepares the response (a
+                # middleware may answer with another one).
+                holder = scope.record
             elif not is_instrumentation_enabled():
                 # Built under suppress_instrumentation() (in the handler or a
                 # middleware); prepare() runs after that block has exited.
-                setattr(instance, _SUPPRESSED_ATTRIBUTE, True)
+                holder = _SUPPRESSED
             else:
-                setattr(instance, _PARENT_ATTRIBUTE, context_api.get_current())
-        except Exception:
-            log_once("aiohttp.init", "failed to note the trace context of a FileResponse")
+                holder = telemetry.new_record()
+            setattr(instance, _HOLDER, holder)
 
-    # ``prepare`` and ``sendfile`` are wrapped by plain functions returning the
+    # ``prepare`` is wrapped by a plain function returning the
     # awaitable: aiohttp's own coroutine when nothing records (no extra frame
     # for every resumption), else ours.
 
@@ -335,125 +337,147 @@ class _AiohttpHooks(Hooks):
         if record is None:
             return wrapped(*args, **kwargs)
 
-        def read_final_state(record: ResponseRecord) -> None:
+        def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
             # The status aiohttp sent, if it sent one: when prepare raises
             # before the headers are written (aiohttp 3.9 on a missing file or
             # a directory), no status was sent and the outcome is ``error``.
             if _headers_sent(instance):
-                record.status = instance.status
-            headers = record.request_headers
-            if record.status not in (None, 403, 404) and headers is not None:
-                _decide_precondition(record, headers, None, perf_counter_ns())
-                _note_range_ignored(record, headers)
+                now = perf_counter_ns()
+                status = instance.status
+                record.head_sent(status, now)
+                if error is None:
+                    record.body_done(now)  # what is left is aiohttp's own EOF
+            status = record.status
+            if record.detailed and status not in (None, 403, 404):
+                _decide_on_loop(record, None)
+                headers = record.request_headers
+                if status == 200 and "Range" in headers and "If-Range" in headers:
+                    record.range_ignored()
 
-        return run_as_current(record, wrapped, *args, before_finish=read_final_state, **kwargs)
+        return serve_as_current(record, wrapped, *args, before_end=read_final_state, **kwargs)
 
     def _start(self, response: Any, args: Any, kwargs: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
-        if telemetry is None or telemetry.inert() or current_record() is not None:
+        if telemetry is None or current_scope() is not None or telemetry.inert():
             return None
-        try:
-            if vars(response).pop(_SUPPRESSED_ATTRIBUTE, False):
+        with _GUARD_AIOHTTP_START:
+            holder = vars(response).pop(_HOLDER, None)
+            if holder is _SUPPRESSED:
                 return None
-            record: ResponseRecord | None = vars(response).pop(_RECORD_ATTRIBUTE, None)
-            if record is None or record.finished:
-                parent = vars(response).pop(_PARENT_ATTRIBUTE, None)
-                record = telemetry.start_record(n.FRAMEWORK_AIOHTTP, parent)
-            if record is not None:
-                request = args[0] if args else kwargs["request"]
-                record.head = request.method == "HEAD"
-                record.request_headers = request.headers
-                record.set_file(getattr(response, "_path", None), None)
-                telemetry.pools.note_asyncio_executor()
+            record = holder if isinstance(holder, ResponseRecord) else None
+            if record is None or record.state > State.SERVING:
+                record = telemetry.new_record()  # built before instrument()
+            if record is None:
+                return None
+            request = args[0] if args else kwargs["request"]
+            record.begin(head=request.method == "HEAD")
+            record.request_headers = request.headers
+            record.serves(getattr(response, "_path", None))
+            record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
+            telemetry.note_asyncio_executor()
             return record
-        except Exception:
-            log_once("aiohttp.start", "failed to start recording a file response")
-            return None
+        return None
 
     def stat(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        record = current_record()
-        if record is None or self.telemetry is None:
+        scope = current_scope()
+        if scope is None:
             return wrapped(*args, **kwargs)
+        record = scope.record
+        record.job_is(scope.job, n.JOB_STAT)
         started = perf_counter_ns()
         try:
             result = wrapped(*args, **kwargs)
-        finally:
-            record.mark_phase(n.PHASE_STAT, started, perf_counter_ns())
-        try:
-            _, stat_result, encoding = result
-            record.file_size = stat_result.st_size
+        except BaseException:
+            record.stat(started, perf_counter_ns())
+            raise
+        ended = perf_counter_ns()
+        with _GUARD_AIOHTTP_STAT:
+            path, stat_result, encoding = result
             if isinstance(encoding, bool):  # 3.9: "is it the .gz file"
                 encoding = "gzip" if encoding else None
-            record.content_encoding = encoding or "identity"
-        except Exception:
-            log_once("aiohttp.stat", "failed to read a stat result")
+            record.stat(started, ended, path or None, stat_result.st_size, encoding or "identity")
         return result
 
     def make_response(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
-        record = current_record()
-        if record is None or self.telemetry is None:
+        scope = current_scope()
+        if scope is None:
             return wrapped(*args, **kwargs)
-        outer = _OPEN_STARTS.starts
-        open_starts: list[int] = []
-        _OPEN_STARTS.starts = open_starts
+        record = scope.record
+        record.job_is(scope.job, n.JOB_MAKE_RESPONSE)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException:
-            _split_make_response(record, args, kwargs, None, open_starts, perf_counter_ns())
+            # Raised: the checks ran only if the served file was opened (its open failed later).
+            with _GUARD_AIOHTTP_MAKE_RESPONSE:
+                record.combined_job_done(perf_counter_ns(), None, None, record.open_tried)
             raise
-        finally:
-            _OPEN_STARTS.starts = outer
-        _split_make_response(record, args, kwargs, result, open_starts, perf_counter_ns())
+        ended = perf_counter_ns()
+        with _GUARD_AIOHTTP_MAKE_RESPONSE:
+            name = result[0].name
+            decided = _MAKE_RESPONSE_RESULTS.get(name)
+            request = args[0] if args else kwargs["request"]
+            header = _header_that_decided(request.headers, decided)
+            record.combined_job_done(ended, decided, header, name != "NOT_ACCEPTABLE")
         return result
 
     def path_open(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        record = current_record()
-        if record is None or record.framework != n.FRAMEWORK_AIOHTTP or self.telemetry is None:
+        scope = current_scope()
+        if scope is None or scope.record.framework != n.FRAMEWORK_AIOHTTP:
             return wrapped(*args, **kwargs)
         started = perf_counter_ns()
-        open_starts = _OPEN_STARTS.starts
-        if open_starts is not None:
-            open_starts.append(started)
-        file_object = wrapped(*args, **kwargs)
-        record.mark_phase(n.PHASE_OPEN, started, perf_counter_ns())
-        record.opened = True
+        try:
+            file_object = wrapped(*args, **kwargs)
+        except BaseException:
+            with _GUARD_AIOHTTP_OPEN:
+                if scope.record.open_failed(instance, started):
+                    scope.record.job_is(scope.job, n.JOB_OPEN)
+            raise
+        ended = perf_counter_ns()
+        with _GUARD_AIOHTTP_OPEN:
+            if scope.record.file_opened(instance, started, ended):
+                scope.record.job_is(scope.job, n.JOB_OPEN)
         return file_object
+
+    def send(
+        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
+    ) -> Awaitable[Any]:
+        """``_prepare_open_file`` (3.11.10+) or ``_sendfile`` (up to 3.11.9):
+        what aiohttp does once the file is open, up to its last body byte; the
+        close follows, after the response's end."""
+        scope = current_scope()
+        if scope is None:
+            return wrapped(*args, **kwargs)
+        return _sent(scope.record, instance, wrapped(*args, **kwargs))
 
     def decision(self, result: str) -> Callable[..., Any]:
         """Wrapper of ``_not_modified`` / ``_precondition_failed``: the on-loop decision."""
 
         def decided(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-            record = current_record()
-            if record is not None and self.telemetry is not None:
-                _decide_precondition(record, record.request_headers, result, perf_counter_ns())
+            scope = current_scope()
+            if scope is not None:
+                with _GUARD_AIOHTTP_DECISION:
+                    _decide_on_loop(scope.record, result)
             return wrapped(*args, **kwargs)
 
         return decided
 
-    def sendfile(
-        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-    ) -> Awaitable[Any]:
-        record = current_record()
-        if record is None or self.telemetry is None:
-            return wrapped(*args, **kwargs)
-        return _timed_sendfile(record, wrapped, args, kwargs)
 
-
-async def _timed_sendfile(
-    record: ResponseRecord, wrapped: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
-) -> Any:
-    """``loop.sendfile``, as the send phase of ``record``."""
-    started = perf_counter_ns()
-    record.transfer = n.TRANSFER_SENDFILE
+async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) -> T:
+    record.send_started(perf_counter_ns())
     try:
-        writer = await wrapped(*args, **kwargs)
-        record.bytes_sent += args[3] if len(args) > 3 else kwargs["count"]
-        return writer
-    finally:
-        record.body_done_ns = ended = perf_counter_ns()
-        record.mark_phase(n.PHASE_SEND, started, ended)
+        writer = await sending
+    except BaseException:
+        record.send_failed(perf_counter_ns())
+        raise
+    status = response.status
+    size = 0
+    if status in (200, 206):
+        # Compression drops the Content-Length: then a 200 sent the whole file.
+        size = response.content_length or (record.file_size if status == 200 else 0) or 0
+    record.body_handed_over(size, perf_counter_ns(), n.TRANSFER_SENDFILE)
+    return writer
 
 
 class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
@@ -462,6 +486,7 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
     framework_distribution = "aiohttp"
     framework_module = "aiohttp"
     framework_requirements = ("aiohttp >= 3.9.2",)
+    framework_name = n.FRAMEWORK_AIOHTTP
     hooks_type = _AiohttpHooks
 
     def _patches(self, hooks: _AiohttpHooks) -> Sequence[Patch]:
@@ -471,19 +496,30 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         hooks.file_response_type = FileResponse
         hooks.static_resource_type = StaticResource
         stat_method = next((m for m in _STAT_METHODS if hasattr(FileResponse, m)), _STAT_METHODS[0])
+        hooks.stat_method = stat_method
         combined_job = hasattr(FileResponse, "_make_response")  # aiohttp 3.11.10+
         patches = [
             Patch("concurrent.futures.thread:ThreadPoolExecutor", "submit", hooks.submit),
             Patch(_FILE_RESPONSE, "__init__", hooks.init),
             Patch(_FILE_RESPONSE, "prepare", hooks.prepare),
             Patch(_FILE_RESPONSE, stat_method, hooks.stat),
-            Patch(_FILE_RESPONSE, "_not_modified", hooks.decision(n.PRECONDITION_NOT_MODIFIED)),
-            Patch(_FILE_RESPONSE, "_precondition_failed", hooks.decision(n.PRECONDITION_FAILED)),
-            Patch(_FILE_RESPONSE, "_sendfile", hooks.sendfile),
-            # Every release: an open by anything serving the response (aiohttp's
-            # open job or `_make_response`, a subclass) sets fileresp.opened.
+            # Every release: an open of the served file by anything serving the
+            # response (aiohttp's open job or `_make_response`, a subclass).
             Patch("pathlib:Path", "open", hooks.path_open),
         ]
         if combined_job:
+            # The checks' result and time come from the job's own result;
+            # everything after the open, up to the last byte, is one method.
             patches.append(Patch(_FILE_RESPONSE, "_make_response", hooks.make_response))
+            patches.append(Patch(_FILE_RESPONSE, "_prepare_open_file", hooks.send))
+        else:
+            patches.append(Patch(_FILE_RESPONSE, "_sendfile", hooks.send))
+            # Up to 3.11.9 the checks run on the loop: their decision is timed here.
+            patches.extend(
+                Patch(_FILE_RESPONSE, name, hooks.decision(result))
+                for name, result in (
+                    ("_not_modified", n.PRECONDITION_NOT_MODIFIED),
+                    ("_precondition_failed", n.PRECONDITION_FAILED),
+                )
+            )
         return patches

@@ -2,12 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Settings, from the environment and from ``instrument()`` keyword arguments.
 
-==================================== ========================= ============================
-environment variable                 ``instrument()`` keyword  values (default first)
-==================================== ========================= ============================
-``OTEL_PYTHON_FILERESP_CAPTURE_PATH`` ``capture_path``         ``name`` | ``full`` | ``none``
-``OTEL_PYTHON_FILERESP_PHASE_SPANS``  ``phase_spans``          ``true`` | ``false``
-==================================== ========================= ============================
+- ``OTEL_PYTHON_FILERESP_CAPTURE_PATH`` (keyword ``capture_path``):
+  ``name`` (default) | ``full`` | ``none``;
+- ``OTEL_PYTHON_FILERESP_PHASE_SPANS`` (``phase_spans``): ``true`` (default) | ``false``;
+- ``OTEL_PYTHON_FILERESP_PHASE_METRICS`` (``phase_metrics``): ``threadpool.wait``
+  (default) | a comma-separated list of phases | ``all`` | ``none``;
+- ``OTEL_PYTHON_FILERESP_METRICS`` (``metrics``): ``true`` (default) | ``false``.
 
 ``capture_path``: ``name`` records only the file's base name as ``file.name``;
 ``full`` adds the absolute server path as ``file.path``; ``none`` records
@@ -17,6 +17,19 @@ neither. The default never records the absolute path.
 carries each phase's duration in seconds as ``fileresp.<phase>.duration``.
 Metrics are the same either way.
 
+``phase_metrics``: the phases that get a ``fileresp.phase.duration`` point,
+one per response each: ``stat``, ``precondition``, ``open``,
+``threadpool.wait`` (the response's total wait for worker threads) and
+``send``. The default, ``threadpool.wait``, costs one histogram update per
+response; ``all`` gives every phase (v1's picture, up to five updates per
+response); ``none`` records no phase point. As a keyword it also takes a
+list of phase names.
+
+``metrics``: ``false`` records no metric of this package at all (no
+``fileresp.duration``, phase points, ``fileresp.opens`` or pool gauges);
+spans are unaffected. An SDK view that drops the instruments cannot give
+this: a dropped instrument still costs the SDK nearly a full update.
+
 A keyword argument wins over the environment. An invalid value never raises:
 it logs one warning naming the variable and the default used instead.
 """
@@ -25,10 +38,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from otel_fileresp._names import ENV_CAPTURE_PATH, ENV_PHASE_SPANS
+from otel_fileresp import _names as n
 
 _logger = logging.getLogger(__name__)
 
@@ -36,6 +50,7 @@ CapturePath = Literal["name", "full", "none"]
 _CAPTURE_PATHS: dict[str, CapturePath] = {value: value for value in get_args(CapturePath)}
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+DEFAULT_PHASE_METRICS: frozenset[str] = frozenset({n.PHASE_THREADPOOL_WAIT})
 
 
 @dataclass(frozen=True)
@@ -44,55 +59,100 @@ class Settings:
 
     capture_path: CapturePath = "name"
     phase_spans: bool = True
+    phase_metrics: frozenset[str] = DEFAULT_PHASE_METRICS
+    metrics: bool = True
 
     @classmethod
-    def resolve(cls, capture_path: object = None, phase_spans: object = None) -> Settings:
+    def resolve(
+        cls,
+        capture_path: object = None,
+        phase_spans: object = None,
+        phase_metrics: object = None,
+        metrics: object = None,
+    ) -> Settings:
         """Combine keyword arguments (when not None) with the environment."""
         default = cls()
         return cls(
             capture_path=_capture_path(
-                capture_path, os.environ.get(ENV_CAPTURE_PATH), default.capture_path
+                _pick("capture_path", capture_path, n.ENV_CAPTURE_PATH), default.capture_path
             ),
-            phase_spans=_phase_spans(
-                phase_spans, os.environ.get(ENV_PHASE_SPANS), default.phase_spans
+            phase_spans=_boolean(
+                _pick("phase_spans", phase_spans, n.ENV_PHASE_SPANS), default.phase_spans
             ),
+            phase_metrics=_phases(
+                _pick("phase_metrics", phase_metrics, n.ENV_PHASE_METRICS),
+                default.phase_metrics,
+            ),
+            metrics=_boolean(_pick("metrics", metrics, n.ENV_METRICS), default.metrics),
         )
 
 
-def _capture_path(argument: object, environ: str | None, default: CapturePath) -> CapturePath:
-    source, raw = (
-        ("capture_path", argument) if argument is not None else (ENV_CAPTURE_PATH, environ)
+def _pick(keyword: str, argument: object, variable: str) -> tuple[str, object]:
+    """Where the value comes from (for the warning) and the value: the keyword if given."""
+    if argument is not None:
+        return keyword, argument
+    return variable, os.environ.get(variable)
+
+
+def _invalid(source: str, raw: object, expected: str, default: str) -> None:
+    _logger.warning(
+        "otel_fileresp: invalid %s=%r (expected %s); using the default %r",
+        source,
+        raw,
+        expected,
+        default,
     )
+
+
+def _capture_path(given: tuple[str, object], default: CapturePath) -> CapturePath:
+    source, raw = given
     if raw is None:
         return default
     value = str(raw).strip().lower()
     if value in _CAPTURE_PATHS:
         return _CAPTURE_PATHS[value]
-    _logger.warning(
-        "otel_fileresp: invalid %s=%r (expected one of %s); using the default %r",
-        source,
-        raw,
-        ", ".join(_CAPTURE_PATHS),
-        default,
-    )
+    _invalid(source, raw, "one of " + ", ".join(_CAPTURE_PATHS), default)
     return default
 
 
-def _phase_spans(argument: object, environ: str | None, default: bool) -> bool:
-    if isinstance(argument, bool):
-        return argument
-    source, raw = ("phase_spans", argument) if argument is not None else (ENV_PHASE_SPANS, environ)
+def _boolean(given: tuple[str, object], default: bool) -> bool:
+    source, raw = given
     if raw is None:
         return default
+    if isinstance(raw, bool):
+        return raw
     value = str(raw).strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    _logger.warning(
-        "otel_fileresp: invalid %s=%r (expected true or false); using the default %r",
+    _invalid(source, raw, "true or false", "true" if default else "false")
+    return default
+
+
+def _phases(given: tuple[str, object], default: frozenset[str]) -> frozenset[str]:
+    source, raw = given
+    if raw is None:
+        return default
+    names: Iterable[object]
+    if isinstance(raw, str):
+        value = raw.strip().lower()
+        if value == "all":
+            return frozenset(n.PHASES)
+        if value in ("none", ""):
+            return frozenset()
+        names = value.split(",")
+    elif isinstance(raw, Iterable):
+        names = raw
+    else:
+        names = (raw,)
+    phases = [str(name).strip().lower() for name in names]
+    if all(phase in n.PHASES for phase in phases):
+        return frozenset(phases)
+    _invalid(
         source,
         raw,
-        "true" if default else "false",
+        "all, none or a comma-separated list of " + ", ".join(n.PHASES),
+        ",".join(sorted(default)),
     )
     return default

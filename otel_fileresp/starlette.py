@@ -15,7 +15,7 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
 
 - ``StaticFiles.__call__`` and ``FileResponse.__call__`` open one
   ``fileresp.response`` per request and observe the ASGI messages sent
-  (status, body bytes, ``http.response.pathsend``);
+  (status, ``content-length``, body bytes, ``http.response.pathsend``);
 - ``anyio.to_thread.run_sync`` wraps the callable of each worker-thread job
   made while a file response is being served (``lookup_path`` or ``os.stat``,
   ``open``, every read, seek and close): the job's wait for a worker token and
@@ -34,75 +34,128 @@ message) to the last body message, with the reads aggregated on it. With
 ``fileresp.bytes`` is the file size handed over. A bare ``FileResponse``
 never answers 304 (Starlette evaluates only If-Range there).
 
-A client that leaves mid-body: Starlette 1.8+ sees ``http.disconnect`` and
-stops without an exception, reported as ``error.type=incomplete_body``.
-Earlier releases keep reading the file into the closed connection (uvicorn
-drops the messages), so the response ends ``sent`` with every byte counted.
+The served file is the path ``lookup_path`` found (``StaticFiles``) or the
+``FileResponse``'s own path: only its ``open`` job sets ``fileresp.opened``,
+and only reads of the file object that job returned are body reads. A file a
+``StaticFiles`` subclass opens for itself (a manifest, say) is a pool job of
+the response, nothing more.
 
-Supported and tested: Starlette 0.16.0, 0.38.6, 0.41.3 and 1.10.0 (anyio
-3.7 and 4.x), on Python 3.11.
+``fileresp.precondition.header`` is the header that decided, by Starlette's
+own precedence: when both If-None-Match and If-Modified-Since are sent and
+the answer is 304, Starlette's check is asked again with If-None-Match alone
+(a pure function of the headers: no I/O) to tell which one it was.
+
+Statuses: only a status Starlette handed to the server is recorded. When
+``StaticFiles`` raises an ``HTTPException`` (Starlette 0.17+: 404, 405, 401),
+the application turns it into a response above the file response; the record
+says ``not_found``, ``method_not_allowed`` or ``forbidden`` with no status.
+The common single-page-app fallback (an exception handler answering
+``FileResponse("index.html")`` for a 404) is therefore two file responses
+under the request's span: the lookup that found nothing (``not_found``, no
+status) and the fallback page (``sent``, 200, ``file.name=index.html``).
+
+A client that leaves mid-body: Starlette 1.8+ sees ``http.disconnect`` and
+stops without an exception, reported as ``error.type=incomplete_body``, unless
+the whole body announced by ``content-length`` had been handed over already
+(a 0-byte file, a HEAD, a 304 are complete with their head). Earlier releases
+keep reading the file into the closed connection (uvicorn drops the
+messages), so the response ends ``sent`` with every byte counted.
+
+Supported and tested: see docs/compatibility.md.
 """
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Final
 
 from otel_fileresp import _names as n
-from otel_fileresp._core import (
-    ResponseRecord,
-    classify_io_job,
-    current_record,
-    log_once,
-    run_as_current,
-)
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
+from otel_fileresp._log import contained
 from otel_fileresp._patching import Patch
+from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
-OnResult = Callable[[ResponseRecord, Any], None] | None
+OnResult = Callable[[ResponseRecord, Any], None]
 
-_CONDITIONAL_HEADERS = ("if-none-match", "if-modified-since")
+_IF_NONE_MATCH: Final = "if-none-match"
+_IF_MODIFIED_SINCE: Final = "if-modified-since"
+_READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "seek"})
+
+
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_STARLETTE_SEND: Final = contained("starlette.send", "failed to note a message sent")
+_GUARD_STARLETTE_FILE_RESPONSE: Final = contained(
+    "starlette.file_response", "failed to note the served file"
+)
+_GUARD_STARLETTE_IS_NOT_MODIFIED: Final = contained(
+    "starlette.is_not_modified", "failed to record a precondition check"
+)
+_GUARD_STARLETTE_RUN_SYNC: Final = contained(
+    "starlette.run_sync", "failed to wrap a worker-thread job"
+)
+_GUARD_STARLETTE_START: Final = contained(
+    "starlette.start", "failed to start recording a file response"
+)
 
 
 def _asgi_arguments(scope: Scope, receive: Any, send: Send) -> tuple[Scope, Any, Send]:
     return scope, receive, send
 
 
+def _content_length(headers: Any) -> int | None:
+    for name, value in headers or ():
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
+    """``message`` went to the server: tell the record."""
+    kind = message.get("type")
+    now = perf_counter_ns()
+    if kind == "http.response.body":
+        record.body_chunk(len(message.get("body", b"")), now)
+        if not message.get("more_body", False):
+            record.body_done(now)
+    elif kind == "http.response.start":
+        record.head_sent(message.get("status", 200), now, _content_length(message.get("headers")))
+    elif kind == "http.response.pathsend":
+        record.pathsend(started_ns, now)
+
+
 def _observed_send(record: ResponseRecord, send: Send) -> Send:
-    """``send``, noting the status, body bytes and end of the body."""
+    """``send``, telling the record what was handed to the server.
+
+    A message counts once ``send`` returned, or when the sending task was
+    cancelled while the server had it (trio's hypercorn delivers the final
+    body message, then cancels the sender on ``http.disconnect``); an
+    exception from the server (``OSError``: the client is gone) means it was
+    not delivered."""
 
     async def send_observed(message: Message) -> None:
-        kind = message.get("type")
-        if kind == "http.response.start":
-            record.status = message.get("status")
-            record.body_pending = True
-        elif kind == "http.response.body":
-            body = message.get("body", b"")
-            if body:
-                record.body_sent(len(body), perf_counter_ns())
-            if not message.get("more_body", False):
-                await send(message)
-                record.body_done_ns = done = perf_counter_ns()
-                record.body_pending = False
-                if record.has_phase(n.PHASE_SEND):
-                    record.mark_phase(n.PHASE_SEND, done, done)
-                return
-        elif kind == "http.response.pathsend":
-            started = perf_counter_ns()
-            record.transfer = n.TRANSFER_PATHSEND
-            record.bytes_sent = record.file_size or 0
+        started = perf_counter_ns()
+        try:
             await send(message)
-            record.body_done_ns = done = perf_counter_ns()
-            record.body_pending = False
-            record.mark_phase(n.PHASE_SEND, started, done)
-            return
-        await send(message)
+        except BaseException as exc:
+            import anyio  # Starlette's own dependency; only on this path
+
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                with _GUARD_STARLETTE_SEND:
+                    _handed_over(record, message, started)
+            raise
+        with _GUARD_STARLETTE_SEND:
+            _handed_over(record, message, started)
 
     return send_observed
 
@@ -110,51 +163,74 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
 def _note_lookup(record: ResponseRecord, result: Any) -> None:
     full_path, stat_result = result
     if stat_result is not None and stat.S_ISREG(stat_result.st_mode):
-        record.set_file(full_path, stat_result.st_size)
+        record.looked_up(full_path, stat_result.st_size)
 
 
-def _note_stat_of(path: Any) -> Callable[[ResponseRecord, Any], None]:
+def _note_stat_of(path: Any) -> OnResult:
     def note_stat(record: ResponseRecord, stat_result: Any) -> None:
         if stat.S_ISREG(stat_result.st_mode):
-            record.set_file(path, stat_result.st_size)
+            record.looked_up(path, stat_result.st_size)
 
     return note_stat
 
 
-def _classify(fn: Callable[..., Any], args: Sequence[Any]) -> tuple[str, OnResult]:
-    if getattr(fn, "__name__", None) == "lookup_path":
-        return n.JOB_LOOKUP, _note_lookup
-    kind = classify_io_job(fn)
-    if kind == n.JOB_STAT and args and isinstance(args[0], str | os.PathLike):
-        return kind, _note_stat_of(args[0])
-    return kind, None
+def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] | None:
+    """The job to submit in place of ``args[0]`` (None: submit it unchanged)."""
+    fn = args[0]
+    if fn is builtins.open:
+        return record.wrap_job(fn, n.JOB_OPEN, opens=args[1] if len(args) > 1 else None)
+    if fn is os.stat:
+        path = args[1] if len(args) > 1 else None
+        return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
+    name = getattr(fn, "__name__", None)
+    if name in _READ_METHODS or name == "close":
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, io.IOBase):
+            kind = n.JOB_CLOSE if name == "close" else n.JOB_READ
+            return record.wrap_job(fn, kind, reads=owner)
+    elif name == "lookup_path":
+        return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
+    return record.wrap_job(fn, n.JOB_OTHER)
+
+
+def _header_that_decided(
+    is_not_modified: Callable[..., bool],
+    response_headers: Any,
+    request_headers: Any,
+    not_modified: bool,
+) -> str | None:
+    """The conditional header that decided, by this Starlette release's precedence."""
+    if_none_match = request_headers.get(_IF_NONE_MATCH)
+    if_modified_since = _IF_MODIFIED_SINCE in request_headers
+    if not if_none_match:
+        return _IF_MODIFIED_SINCE if if_modified_since else None
+    if not (not_modified and if_modified_since):
+        return _IF_NONE_MATCH
+    from starlette.datastructures import Headers
+
+    alone = Headers(headers={_IF_NONE_MATCH: if_none_match})
+    return _IF_NONE_MATCH if is_not_modified(response_headers, alone) else _IF_MODIFIED_SINCE
 
 
 class _StarletteHooks(Hooks):
-    """The wrappers; each passes straight through when uninstrumented."""
+    """The wrappers; each passes straight through when nothing records."""
 
     def run_sync(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
-        record = current_record()
-        if record is None or self.telemetry is None or not args:
+        scope = current_scope()
+        if scope is None or not args:
             return wrapped(*args, **kwargs)
-        fn = args[0]
-        try:
-            kind, on_result = _classify(fn, args[1:])
-            # After the last body byte only the file's close still belongs to
-            # the response (not the app's background tasks).
-            if record.body_done_ns is not None and kind != n.JOB_CLOSE:
-                return wrapped(*args, **kwargs)
-            job = record.pool_job(kind, fn, on_result)
-        except Exception:
-            log_once("starlette.run_sync", "failed to wrap a worker-thread job")
+        job = None
+        with _GUARD_STARLETTE_RUN_SYNC:
+            job = _submit(scope.record, args)
+        if job is None:
             return wrapped(*args, **kwargs)
         return wrapped(job, *args[1:], **kwargs)
 
     # The two ASGI entry points are plain functions returning the awaitable:
     # the framework's own coroutine when nothing records (no extra frame for
-    # every resumption of the request), else ``run_as_current``'s.
+    # every resumption of the request), else ``serve_as_current``'s.
 
     def static_files_call(
         self, wrapped: Callable[..., Awaitable[None]], instance: Any, args: Any, kwargs: Any
@@ -163,77 +239,81 @@ class _StarletteHooks(Hooks):
         if record is None:
             return wrapped(*args, **kwargs)
         scope, receive, send = _asgi_arguments(*args, **kwargs)
-        return run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
+        return serve_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
     def file_response_call(
         self, wrapped: Callable[..., Awaitable[None]], instance: Any, args: Any, kwargs: Any
     ) -> Awaitable[None]:
-        outer = current_record()
-        if outer is not None and outer.body_done_ns is None:
+        outer = current_scope()
+        if outer is not None and outer.record.state < State.COMPLETE:
             # Served by StaticFiles, whose record (and send observer) covers it.
+            with _GUARD_STARLETTE_FILE_RESPONSE:
+                outer.record.serves(instance.path, _size_of(instance))
             return wrapped(*args, **kwargs)
         record = self._start(args, kwargs, instance)
         if record is None:
             return wrapped(*args, **kwargs)
         scope, receive, send = _asgi_arguments(*args, **kwargs)
-        return run_as_current(record, wrapped, scope, receive, _observed_send(record, send))
+        return serve_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
     def _start(self, args: Any, kwargs: Any, response: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
         if telemetry is None or telemetry.inert():
             return None
-        try:
+        with _GUARD_STARLETTE_START:
             scope = _asgi_arguments(*args, **kwargs)[0]
             if scope.get("type") != "http":
                 return None
-            record = telemetry.start_record(n.FRAMEWORK_STARLETTE)
+            record = telemetry.start_record(head=scope.get("method") == "HEAD")
             if record is None:
                 return None
-            telemetry.pools.note_anyio_limiter()
-            record.head = scope.get("method") == "HEAD"
+            telemetry.note_anyio_limiter()
             if response is not None:
-                stat_result = getattr(response, "stat_result", None)
-                record.set_file(
-                    getattr(response, "path", None),
-                    None if stat_result is None else stat_result.st_size,
-                )
+                record.serves(response.path, _size_of(response))
+            else:
+                record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
             return record
-        except Exception:
-            log_once("starlette.start", "failed to start recording a file response")
-            return None
+        return None
 
     def is_not_modified(
         self, wrapped: Callable[..., bool], instance: Any, args: Any, kwargs: Any
     ) -> bool:
-        record = current_record()
-        if record is None or self.telemetry is None:
+        scope = current_scope()
+        if scope is None or not scope.record.detailed:
             return wrapped(*args, **kwargs)
         started = perf_counter_ns()
         not_modified = wrapped(*args, **kwargs)
         ended = perf_counter_ns()
-        try:
-            request_headers = args[1] if len(args) > 1 else kwargs["request_headers"]
-            header = next((h for h in _CONDITIONAL_HEADERS if h in request_headers), None)
+        with _GUARD_STARLETTE_IS_NOT_MODIFIED:
+            response_headers, request_headers = _headers_of(*args, **kwargs)
+            header = _header_that_decided(wrapped, response_headers, request_headers, not_modified)
             if not_modified:
                 result = n.PRECONDITION_NOT_MODIFIED
             else:
                 result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-            record.precondition(started, ended, result, header)
-        except Exception:
-            log_once("starlette.is_not_modified", "failed to record a precondition check")
+            scope.record.precondition(started, ended, result, header)
         return not_modified
 
     def should_use_range(
         self, wrapped: Callable[..., bool], instance: Any, args: Any, kwargs: Any
     ) -> bool:
-        record = current_record()
-        if record is None or self.telemetry is None:
+        scope = current_scope()
+        if scope is None or not scope.record.detailed:
             return wrapped(*args, **kwargs)
         started = perf_counter_ns()
         use_range = wrapped(*args, **kwargs)
         result = n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED
-        record.precondition(started, perf_counter_ns(), result, "if-range")
+        scope.record.precondition(started, perf_counter_ns(), result, "if-range")
         return use_range
+
+
+def _headers_of(response_headers: Any, request_headers: Any) -> tuple[Any, Any]:
+    return response_headers, request_headers
+
+
+def _size_of(response: Any) -> int | None:
+    stat_result = getattr(response, "stat_result", None)
+    return None if stat_result is None else int(stat_result.st_size)
 
 
 class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks]):
@@ -242,6 +322,7 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
     framework_distribution = "starlette"
     framework_module = "starlette"
     framework_requirements = ("starlette >= 0.15",)
+    framework_name = n.FRAMEWORK_STARLETTE
     hooks_type = _StarletteHooks
 
     def _patches(self, hooks: _StarletteHooks) -> Sequence[Patch]:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -35,11 +35,16 @@ import pytest
 from aiohttp import web, web_fileresponse
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_urldispatcher import StaticResource
-from harness import LoopbackServer, Reply, Telemetry, serve_aiohttp
+from harness import (
+    LoopbackServer,
+    Reply,
+    Telemetry,
+    instrumenting,
+    responses,
+    serve_aiohttp,
+)
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
-
-from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 
 AIOHTTP_VERSION = aiohttp.__version__
 # Release shapes (tests/../notes/upstream-internals.md), detected by feature:
@@ -55,7 +60,6 @@ STATIC_LOOKUP_JOB = hasattr(StaticResource, "_resolve_path_to_response")
 # 3.10+: `.br` variants are served too (before, only `.gz`).
 BROTLI_VARIANTS = hasattr(web_fileresponse, "ENCODING_EXTENSIONS")
 
-RESPONSE = "fileresp.response"
 # A request with this header is served under suppress_instrumentation().
 SUPPRESS_HEADER = "X-Suppress-Telemetry"
 WAIT = "fileresp.threadpool.wait"
@@ -282,22 +286,6 @@ def serve_site(
         probe.executor.shutdown(wait=True)
 
 
-@contextmanager
-def instrumented(
-    telemetry: Telemetry, **settings: Any
-) -> Iterator[AiohttpFileResponseInstrumentor]:
-    instrumentor = AiohttpFileResponseInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        **settings,
-    )
-    try:
-        yield instrumentor
-    finally:
-        instrumentor.uninstrument()
-
-
 def drop_file_permissions() -> None:
     """Executor worker initializer: this thread checks file permissions as
     ``nobody``. Linux's filesystem uid is per thread, and moving it off 0
@@ -311,10 +299,6 @@ def drop_file_permissions() -> None:
 
 
 # -- reading the telemetry -------------------------------------------------
-
-
-def responses(telemetry: Telemetry) -> list[ReadableSpan]:
-    return [s for s in telemetry.spans() if s.name == RESPONSE]
 
 
 def only_response(telemetry: Telemetry) -> ReadableSpan:
@@ -345,10 +329,6 @@ def wait_jobs(telemetry: Telemetry, response: ReadableSpan) -> list[str]:
         for s in children(telemetry, response)
         if s.name == WAIT
     )
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def points(telemetry: Telemetry, name: str) -> list[tuple[dict[str, Any], Any]]:
@@ -384,3 +364,8 @@ def job_kinds(prefix: str, *, open_job: bool) -> list[str]:
     if prefix == "/static" and STATIC_LOOKUP_JOB:
         kinds.append("lookup")
     return sorted(kinds)
+
+
+def instrumented(telemetry: Telemetry, **settings: Any) -> AbstractContextManager[Any]:
+    """aiohttp instrumented with ``telemetry`` while the context lasts."""
+    return instrumenting("aiohttp", telemetry, **settings)

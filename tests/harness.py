@@ -198,12 +198,13 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[LoopbackServer]:
 
 @contextmanager
 def serve_aiohttp(
-    make_app: Callable[[], Any], shutdown_timeout: float = 60.0
+    make_app: Callable[[], Any], shutdown_timeout: float = 60.0, **runner_options: Any
 ) -> Iterator[LoopbackServer]:
     """Serve an aiohttp app (built on the server's loop) with ``web.AppRunner``.
 
     ``shutdown_timeout``: how long the stopping server lets a running handler
-    finish before cancelling it (aiohttp's default, 60 s)."""
+    finish before cancelling it (aiohttp's default, 60 s); ``runner_options``
+    go to ``AppRunner`` (``handler_cancellation=True``, say)."""
     from aiohttp import web
 
     sock = _bound_socket()
@@ -215,7 +216,7 @@ def serve_aiohttp(
     async def main() -> None:
         try:
             loops.append(asyncio.get_running_loop())
-            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout)
+            runner = web.AppRunner(make_app(), shutdown_timeout=shutdown_timeout, **runner_options)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             stop.append(asyncio.Event())
@@ -240,3 +241,46 @@ def serve_aiohttp(
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(SERVER_START_TIMEOUT + shutdown_timeout)
         sock.close()
+
+
+# -- instrumenting, and reading what was recorded (every test module) --------
+
+SCOPE = "otel_fileresp"
+RESPONSE = "fileresp.response"
+
+
+def _instrumentors() -> dict[str, Any]:
+    from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
+
+    return {
+        "starlette": StarletteFileResponseInstrumentor,
+        "aiohttp": AiohttpFileResponseInstrumentor,
+    }
+
+
+@contextmanager
+def instrumenting(framework: str, telemetry: Telemetry, **settings: Any) -> Iterator[Any]:
+    """``framework`` instrumented with ``telemetry``'s providers while the context lasts."""
+    instrumentor = _instrumentors()[framework]()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        **settings,
+    )
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def our_spans(telemetry: Telemetry) -> list[ReadableSpan]:
+    return [s for s in telemetry.spans() if s.instrumentation_scope.name == SCOPE]
+
+
+def responses(telemetry: Telemetry) -> list[ReadableSpan]:
+    """The ``fileresp.response`` spans recorded so far."""
+    return [s for s in our_spans(telemetry) if s.name == RESPONSE]
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})

@@ -47,11 +47,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from harness import LoopbackServer, Reply, Telemetry, serve_aiohttp, serve_asgi
+from harness import (
+    SCOPE,
+    LoopbackServer,
+    Reply,
+    Telemetry,
+    instrumenting,
+    serve_aiohttp,
+    serve_asgi,
+)
 from opentelemetry import context as context_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
@@ -61,7 +68,6 @@ from starlette.staticfiles import StaticFiles
 from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
 
 FRAMEWORKS = ("starlette", "aiohttp")
-SCOPE = "otel_fileresp"
 SETTLE_TIMEOUT = 10.0
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -127,20 +133,6 @@ INSTRUMENTORS: dict[str, Any] = {
     "starlette": StarletteFileResponseInstrumentor,
     "aiohttp": AiohttpFileResponseInstrumentor,
 }
-
-
-@contextmanager
-def instrumenting(framework: str, telemetry: Telemetry, **settings: Any) -> Iterator[None]:
-    instrumentor = INSTRUMENTORS[framework]()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        **settings,
-    )
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
 
 
 class CustomTelemetry(Telemetry):
@@ -379,18 +371,6 @@ def serve_subprocess(framework: str, root: Path) -> Iterator[int]:
 
 
 # -- reading what was exported ------------------------------------------------
-
-
-def our_spans(telemetry: Telemetry) -> list[ReadableSpan]:
-    return [s for s in telemetry.spans() if s.instrumentation_scope.name == SCOPE]
-
-
-def responses(telemetry: Telemetry) -> list[ReadableSpan]:
-    return [s for s in our_spans(telemetry) if s.name == "fileresp.response"]
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def metric_attributes(telemetry: Telemetry) -> list[tuple[str, dict[str, Any]]]:

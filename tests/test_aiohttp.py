@@ -37,7 +37,6 @@ from aiohttp_support import (
     WAIT,
     Exchange,
     Site,
-    attrs,
     child,
     child_names,
     children,
@@ -48,12 +47,11 @@ from aiohttp_support import (
     module_site,
     only_response,
     points,
-    responses,
     serve_site,
     traced_telemetry,
     wait_jobs,
 )
-from harness import Telemetry
+from harness import Telemetry, attrs, responses
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -110,7 +108,8 @@ def expected_response(
         "fileresp.opened": opened,
         "fileresp.transfer": transfer,
         "fileresp.bytes": sent,
-        "fileresp.threadpool.jobs": ex.jobs,
+        # The close of an opened file comes after the response's end: not its job.
+        "fileresp.threadpool.jobs": ex.jobs - opened,
         "file.name": name,
     }
     if status is not None:
@@ -454,11 +453,12 @@ def test_403_directory_from_a_static_route(site: Site, traced: Telemetry) -> Non
 
     assert ex.status == 403
     if STATIC_LOOKUP_JOB:
-        # The lookup job answers 403 itself, before any FileResponse exists.
+        # The lookup job raises 403 itself, before any FileResponse exists;
+        # aiohttp sends it above the file response, which claims no status.
         response = only_response(traced)
         assert without_wait(attrs(response)) == expected_response(
             ex,
-            status=403,
+            status=None,
             outcome="forbidden",
             opened=False,
             name="sub",
@@ -649,10 +649,9 @@ def test_the_alarm_rings_when_the_file_is_opened_before_the_checks(
     assert attrs(response)["http.response.status_code"] == status
     assert OPEN in child_names(traced, response)
     assert_tree(traced, response, early_open=True)
-    opens = points(traced, "fileresp.opens")
-    assert [(a, p.value) for a, p in opens] == [
-        ({"fileresp.framework": "aiohttp", "http.response.status_code": status}, 1)
-    ]
+    opens = {a["http.response.status_code"]: p.value for a, p in points(traced, "fileresp.opens")}
+    # The 304 series is reported from instrument() on (at 0 until a 304 opens).
+    assert opens == {304: 1} if status == 304 else {304: 0, status: 1}
     durations = points(traced, "fileresp.duration")
     assert [a["fileresp.opened"] for a, _ in durations] == [True]
 

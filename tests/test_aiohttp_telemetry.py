@@ -32,27 +32,24 @@ from aiohttp_support import (
     SUPPRESS_HEADER,
     Exchange,
     Site,
-    attrs,
     child,
     children,
     etag_of,
     instrumented,
-    job_kinds,
     module_site,
     only_response,
     points,
-    responses,
     serve_site,
     traced_telemetry,
 )
-from harness import Telemetry
+from harness import Telemetry, attrs, responses
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
-from otel_fileresp import _core
+from otel_fileresp import _log
 from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 
 
@@ -176,26 +173,18 @@ def test_metrics_for_200_304_412(site: Site, sampled: bool) -> None:
     )
     assert all(p.min >= 0 for _, p in durations)
 
-    # Opens: the 200 only; nothing for 304 and 412 (the alarm stays silent).
-    assert [(a, p.value) for a, p in points(telemetry, "fileresp.opens")] == [
-        ({"fileresp.framework": "aiohttp", "http.response.status_code": 200}, 1)
-    ]
+    # Opens: the 200 only; the 304 series is there at 0 (the alarm stays silent).
+    opens = {
+        a["http.response.status_code"]: p.value for a, p in points(telemetry, "fileresp.opens")
+    }
+    assert opens == {200: 1, 304: 0}
 
+    # v2 default: one point per response, its total wait for workers.
     phases = {a["fileresp.phase"]: p for a, p in points(telemetry, "fileresp.phase.duration")}
     assert {a["fileresp.framework"] for a, _ in points(telemetry, "fileresp.phase.duration")} == {
         "aiohttp"
     }
-    assert {name: p.count for name, p in phases.items()} == {
-        "stat": 3,
-        "precondition": 3,
-        "open": 1,
-        "send": 1,
-        # One point per stat/open (or make_response) job; not for the close
-        # job (3.11.10+ defers it past the response) nor for body reads.
-        "threadpool.wait": sum(
-            len(job_kinds("/file", open_job=opened)) for opened in (True, False, False)
-        ),
-    }
+    assert {name: p.count for name, p in phases.items()} == {"threadpool.wait": 3}
     assert all(p.min >= 0 for p in phases.values())
 
     if sampled:
@@ -222,7 +211,7 @@ class ExplodingProcessor(SpanProcessor):
 def test_a_failing_span_processor_changes_no_response(
     site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_core, "_logged_once", set())
+    monkeypatch.setattr(_log, "_logged_once", set())
     exploding = ExplodingProcessor()
     telemetry = Telemetry(span_processors=(exploding,))
     etag = etag_of(site.root / "small.txt")
@@ -394,7 +383,10 @@ def test_instrument_twice_is_once_and_uninstrument_restores_everything(site: Sit
     ex = site.request("/file/small.txt")
     assert ex.status == 200
     assert len(responses(telemetry)) == 1
-    assert [p.value for _, p in points(telemetry, "fileresp.opens")] == [1]
+    opens = {
+        a["http.response.status_code"]: p.value for a, p in points(telemetry, "fileresp.opens")
+    }
+    assert opens == {200: 1, 304: 0}
 
     instrumentor.uninstrument()
     restored = patched_owners()
@@ -448,7 +440,7 @@ def test_phase_spans_off_puts_phase_durations_on_the_response(site: Site) -> Non
         "fileresp.send.duration",
     }
     assert all(attrs(response)[k] >= 0 for k in durations)
-    # Metrics are unchanged.
+    # Metrics are unchanged: by default the wait only.
     phases = Counter(a["fileresp.phase"] for a, _ in points(telemetry, "fileresp.phase.duration"))
-    assert set(phases) == {"stat", "precondition", "open", "send", "threadpool.wait"}
+    assert phases == {"threadpool.wait": 1}
     telemetry.shutdown()

@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
+from harness import Telemetry, our_spans
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support import (
     FRAMEWORKS,
     Served,
     metric_attributes,
-    our_spans,
     send_request,
     serve,
     serve_subprocess,

@@ -30,20 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, response_tree
+from harness import Telemetry, attrs, our_spans, response_tree, responses
 from opentelemetry.trace import StatusCode
 from starlette.responses import FileResponse
-from support import (
-    FRAMEWORKS,
-    attrs,
-    fds_on,
-    open_fds,
-    our_spans,
-    responses,
-    serve,
-    wait_closed,
-    wait_fd_count,
-)
+from support import FRAMEWORKS, fds_on, open_fds, serve, wait_closed, wait_fd_count
 
 # Starlette 1.8+ streams the body in a child task, cancelled on http.disconnect
 # (the same release added the shielded `_open_file`).

@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Telemetry, serve_aiohttp, serve_asgi
+from harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
 from opentelemetry.sdk.metrics.export import Histogram, Sum
-from support import instrumenting
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 JAEGER = EXAMPLES / "jaeger"

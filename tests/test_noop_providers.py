@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
+from harness import Telemetry, responses
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
-from support import FRAMEWORKS, INSTRUMENTORS, responses, serve, without_boundary
+from support import FRAMEWORKS, INSTRUMENTORS, serve, without_boundary
 
-from otel_fileresp import _core
+from otel_fileresp import _telemetry
 
 PATHS = ("/static/a.txt", "/file/a.txt", "/static/missing.txt")
 
@@ -40,14 +40,14 @@ def records_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The framework of every ``ResponseRecord`` made from now on."""
     made: list[str] = []
 
-    class CountedRecord(_core.ResponseRecord):
+    class CountedRecord(_telemetry.ResponseRecord):
         __slots__ = ()
 
-        def __init__(self, telemetry: Any, framework: str, *args: Any) -> None:
+        def __init__(self, sink: Any, framework: str, *args: Any, **kwargs: Any) -> None:
             made.append(framework)
-            super().__init__(telemetry, framework, *args)
+            super().__init__(sink, framework, *args, **kwargs)
 
-    monkeypatch.setattr(_core, "ResponseRecord", CountedRecord)
+    monkeypatch.setattr(_telemetry, "ResponseRecord", CountedRecord)
     return made
 
 
@@ -115,10 +115,10 @@ PROXY_CHECK = textwrap.dedent(
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
-    from otel_fileresp._core import Telemetry
+    from otel_fileresp._telemetry import Telemetry
     from otel_fileresp.settings import Settings
 
-    telemetry = Telemetry(Settings.resolve())
+    telemetry = Telemetry(Settings.resolve(), "starlette")
     before = telemetry.inert()
     if sys.argv[1] == "tracer":
         trace.set_tracer_provider(TracerProvider())

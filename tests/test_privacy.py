@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry
-from support import FRAMEWORKS, metric_attributes, our_spans, responses, serve
+from harness import Telemetry, our_spans, responses
+from support import FRAMEWORKS, metric_attributes, serve
 
 MTIME = 1_600_000_000
 SECRETS = {

@@ -3,7 +3,8 @@
 Spans are made by the OpenTelemetry SDK with the contract's names and
 attributes and known durations, then written the way backends write them:
 OTLP JSON lines with hex IDs (the Collector's file exporter), Tempo's API
-documents with base64 IDs, and Jaeger JSON. Percentiles are checked against a
+documents with base64 IDs, Jaeger JSON, and the SDK's own ConsoleSpanExporter
+with server log lines in between. Percentiles are checked against a
 nearest-rank computation done here, over the durations the test chose.
 """
 
@@ -24,20 +25,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import ijson  # type: ignore[import-untyped]
 import pytest
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_fileresp.report import Report, SpanRecord, summarize
-from otel_fileresp.report.aggregate import ReportBuilder
+from otel_fileresp.report import Report, SpanRecord, readers, summarize
+from otel_fileresp.report.aggregate import ReportBuilder, nearest_rank
 from otel_fileresp.report.cli import main
-from otel_fileresp.report.readers import read_file
-from otel_fileresp.report.stats import nearest_rank
 
 NS_PER_US = 1000
 T0_NS = 1_700_000_000_000_000 * NS_PER_US  # whole microseconds, as Jaeger keeps them
@@ -239,6 +239,26 @@ def write_tempo_v2(spans: Sequence[ReadableSpan], path: Path) -> Path:
     return path
 
 
+#: Lines a server writes on the same standard output as the console exporter
+#: (uvicorn's access log, a gunicorn-style line that starts with "[").
+LOG_LINES = (
+    'INFO:     127.0.0.1:52814 - "GET /static/app.js HTTP/1.1" 200 OK\n',
+    "[2026-12-01 21:00:00 +0000] [4242] [INFO] Booting worker with pid: 4242\n",
+    'INFO:     127.0.0.1:52816 - "GET /static/app.js HTTP/1.1" 304 Not Modified\n',
+)
+
+
+def write_console(spans: Sequence[ReadableSpan], path: Path, *, logs_every: int = 3) -> Path:
+    """The SDK's ConsoleSpanExporter output, a log line after every ``logs_every`` spans."""
+    with path.open("w") as out:
+        exporter = ConsoleSpanExporter(out=out)
+        for number, span in enumerate(spans):
+            exporter.export([span])
+            if number % logs_every == 0:
+                out.write(LOG_LINES[number % len(LOG_LINES)])
+    return path
+
+
 Writer = Callable[[Sequence[ReadableSpan], Path], Path]
 
 
@@ -306,6 +326,12 @@ def jaeger_traces(
 def write_jaeger(spans: Sequence[ReadableSpan], path: Path, **kwargs: Any) -> Path:
     document = {"data": jaeger_traces(spans, **kwargs), "total": 0, "limit": 0, "errors": None}
     path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+def write_jaeger_bare_array(spans: Sequence[ReadableSpan], path: Path) -> Path:
+    """An older Jaeger UI download: the traces, without ``{"data": ...}`` around them."""
+    path.write_text(json.dumps(jaeger_traces(spans), indent=1))
     return path
 
 
@@ -398,6 +424,7 @@ def test_collector_json_lines_match_reference_percentiles(
             lambda spans, path: write_collector_jsonl(spans, path, batch=len(spans)),
             id="collector-one-line",
         ),
+        pytest.param(write_console, id="sdk-console-exporter"),
     ],
 )
 def test_every_format_gives_the_same_report(
@@ -419,8 +446,7 @@ def test_legacy_instrumentation_library_spans(scenario: Scenario, tmp_path: Path
 
 
 def test_old_jaeger_ui_download_is_a_bare_array(scenario: Scenario, tmp_path: Path) -> None:
-    path = tmp_path / "traces-1700000000000.json"
-    path.write_text(json.dumps(jaeger_traces(scenario.spans)))
+    path = write_jaeger_bare_array(scenario.spans, tmp_path / "traces-1700000000000.json")
 
     assert_matches_scenario(summarize([path]), scenario)
 
@@ -509,19 +535,139 @@ def test_gzip_and_stdin(scenario: Scenario, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["responses"] == len(scenario.responses)
 
 
-@pytest.mark.parametrize("chunk_chars", [1, 3, 17, 4096])
-def test_small_read_chunks_give_the_same_report(
-    scenario: Scenario, tmp_path: Path, chunk_chars: int
+class CountingBackend:
+    """An ijson backend that counts the documents it streams."""
+
+    def __init__(self, name: str) -> None:
+        self.backend = ijson.get_backend(name)
+        self.streamed = 0
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        return self.backend.parse(*args, **kwargs)
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        self.streamed += 1
+        return self.backend.items(*args, **kwargs)
+
+
+def _compact(write: Writer) -> Writer:
+    """The same document, written on one line (as curl saves an API answer)."""
+
+    def write_compact(spans: Sequence[ReadableSpan], path: Path) -> Path:
+        write(spans, path)
+        path.write_text(json.dumps(json.loads(path.read_text())))
+        return path
+
+    return write_compact
+
+
+@pytest.mark.parametrize("backend", ["yajl2_c", "python"])
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(write_tempo_batches, id="tempo-batches"),
+        pytest.param(_compact(write_tempo_v2), id="tempo-v2-one-line"),
+        pytest.param(write_jaeger, id="jaeger"),
+        pytest.param(_compact(write_jaeger), id="jaeger-one-line"),
+        pytest.param(write_jaeger_bare_array, id="jaeger-bare-array"),
+        pytest.param(write_collector_jsonl, id="collector"),
+    ],
+)
+def test_streamed_documents_give_the_same_report(
+    scenario: Scenario,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write: Writer,
+    backend: str,
 ) -> None:
-    sources = [
-        write_tempo_batches(scenario.spans, tmp_path / "tempo.json"),
-        write_jaeger(scenario.spans, tmp_path / "jaeger.json"),
-        write_collector_jsonl(scenario.spans, tmp_path / "collector.jsonl"),
-    ]
-    for source in sources:
-        builder = ReportBuilder()
-        read_file(str(source), builder, chunk_chars=chunk_chars)
-        assert_matches_scenario(builder.build((str(source),)), scenario)
+    """Documents larger than the limits are streamed with ijson, by either backend."""
+    path = write(scenario.spans, tmp_path / "traces.json")
+    counting = CountingBackend(backend)
+    monkeypatch.setattr(readers, "IJSON_BACKEND", counting)
+    monkeypatch.setattr(readers, "LINE_BYTES_PARSED_WHOLE", 512)
+    monkeypatch.setattr(readers, "MULTILINE_BYTES_PARSED_WHOLE", 512)
+
+    assert_matches_scenario(summarize([path]), scenario)
+    assert counting.streamed == 1
+
+
+def test_a_long_line_is_parsed_whole_and_a_long_document_streamed(
+    scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line up to LINE_BYTES_PARSED_WHOLE is parsed whole, even over the multi-line limit."""
+    one_line = write_collector_jsonl(
+        scenario.spans, tmp_path / "one.jsonl", batch=len(scenario.spans)
+    )
+    pretty = write_tempo_batches(scenario.spans, tmp_path / "tempo.json")
+    sizes = one_line.stat().st_size, pretty.stat().st_size
+    assert min(sizes) > readers.MULTILINE_BYTES_PARSED_WHOLE
+    assert sizes[0] < readers.LINE_BYTES_PARSED_WHOLE
+    counting = CountingBackend("yajl2_c")
+    monkeypatch.setattr(readers, "IJSON_BACKEND", counting)
+
+    assert_matches_scenario(summarize([one_line]), scenario)
+    assert counting.streamed == 0
+    assert_matches_scenario(summarize([pretty]), scenario)
+    assert counting.streamed == 1
+
+
+def test_a_streamed_document_cut_short_is_an_error(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jaeger(scenario.spans, tmp_path / "jaeger.json")
+    text = path.read_text()
+    path.write_text("INFO: downloaded\n" + text[: len(text) // 2])
+
+    assert main(["report", str(path)]) == 2
+
+    assert capsys.readouterr().err == (
+        f"otel-fileresp: error: {path}: not JSON: parse error: premature EOF"
+        " (in the document from line 2)\n"
+    )
+
+
+def test_the_compiled_ijson_backend_is_used() -> None:
+    assert readers.IJSON_BACKEND.backend_name == "yajl2_c"
+
+
+def test_console_exporter_output_with_log_lines(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_console(scenario.spans, tmp_path / "spans.json")
+    text = path.read_text()
+    log_lines = sum(line in LOG_LINES for line in text.splitlines(keepends=True))
+    assert log_lines > 10 and text.startswith("{\n")  # real interleaving
+
+    report = summarize([path])
+
+    assert_matches_scenario(report, scenario)
+    assert report.ignored_lines == log_lines
+    assert main(["report", "--format", "json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["ignored_lines"] == log_lines
+    assert main(["report", str(path)]) == 0
+    header = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert header[1] == f"Ignored {log_lines} lines that are not JSON (log lines, for example)."
+
+
+def test_text_lines_are_ignored_and_counted(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any non-blank line outside a JSON document is skipped, also between Collector lines."""
+    collector = write_collector_jsonl(scenario.spans, tmp_path / "traces.jsonl").read_text()
+    lines = collector.splitlines(keepends=True)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("starting up\n\n   \n" + "".join(line + "[note] not json\n" for line in lines))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not json\n{not json either}\n")
+
+    report = summarize([mixed, notes])
+
+    assert_matches_scenario(report, scenario)
+    assert report.ignored_lines == 1 + len(lines) + 2
+    assert main(["report", str(notes)]) == 0
+    out = capsys.readouterr().out
+    assert "Ignored 2 lines that are not JSON" in out
+    assert "No file responses found" in out
 
 
 def test_file_without_fileresp_spans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -533,12 +679,52 @@ def test_file_without_fileresp_spans(tmp_path: Path, capsys: pytest.CaptureFixtu
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
 
-    assert main(["report", "--check", str(path), str(empty)]) == 0
+    assert main(["report", str(path), str(empty)]) == 0
 
     out = capsys.readouterr().out
     assert "2 files, 0 fileresp spans, 0 file responses" in out
     assert "No file responses found" in out
-    assert "Check passed" in out
+    assert "Check" not in out
+
+
+@pytest.mark.parametrize("content", ["", "\n", "INFO:     Started server process [1]\n"])
+def test_check_fails_without_file_responses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An empty export is a broken pipeline, not a pass: exit 3, unless --allow-empty."""
+    path = tmp_path / "spans.json"
+    path.write_text(content)
+
+    assert main(["report", "--check", str(path)]) == 3
+
+    out = capsys.readouterr().out
+    assert out.splitlines()[-2:] == [
+        "Check FAILED: no file responses (no fileresp.response span), so nothing was checked.",
+        "Are the spans exported, and is otel_fileresp instrumenting the app?"
+        " Pass --allow-empty if no file response is expected.",
+    ]
+    assert main(["report", "--check", "--allow-empty", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Check passed: no file responses, as --allow-empty allows."
+    )
+
+
+def test_check_fails_on_traces_without_a_fileresp_response(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Other spans, and even phase spans whose responses were lost, are not file responses."""
+    without_responses = [s for s in scenario.spans if s.name != "fileresp.response"]
+    path = write_console(without_responses, tmp_path / "spans.json")
+
+    assert main(["report", "--check", "--format", "json", str(path)]) == 3
+
+    document = json.loads(capsys.readouterr().out)
+    assert document["responses"] == 0
+    assert document["spans"] > 0
+    assert (document["check"], document["check_failure"]) == ("failed", "no_file_responses")
+    assert main(["report", "--check", "--allow-empty", "--format", "json", str(path)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["check"], document["check_failure"]) == ("passed", None)
 
 
 # --- percentiles -----------------------------------------------------------------
@@ -626,6 +812,8 @@ def test_json_output(
     ]
     assert document["not_modified_opened"]["count"] == 1
     assert document["not_modified_opened"]["listed"][0]["file_name"] == "regressed.css"
+    assert document["check_failure"] == "not_modified_opened"
+    assert document["ignored_lines"] == 0
 
 
 def test_text_output_is_an_aligned_table(
@@ -662,8 +850,6 @@ def test_text_output_is_an_aligned_table(
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    garbage = tmp_path / "garbage.json"
-    garbage.write_text("this is not json\n")
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe\x00\x81" * 64)
     unknown = tmp_path / "unknown.json"
@@ -679,12 +865,12 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return {
         "missing": (tmp_path / "missing.jsonl", "no such file"),
         "directory": (directory, "is a directory"),
-        "garbage": (garbage, "not JSON: Expecting value (line 1, column 1)"),
         "binary": (binary, "not UTF-8 text"),
         "unknown-shape": (
             unknown,
-            "unknown JSON shape: expected OTLP (resourceSpans), Tempo (batches, trace) or"
-            " Jaeger (data) traces, found keys: status, values (line 1)",
+            "unknown JSON shape: expected OTLP (resourceSpans), Tempo (batches, trace),"
+            " Jaeger (data) traces or console exporter spans (name, context),"
+            " found keys: status, values (line 1)",
         ),
         "truncated": (truncated, "not JSON: Unterminated string starting at (line 1, column 56)"),
         "data-not-a-list": (not_a_list, "unknown JSON shape: data is not a list (line 1)"),
@@ -701,7 +887,6 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     [
         "missing",
         "directory",
-        "garbage",
         "binary",
         "unknown-shape",
         "truncated",

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
+import starlette
 from harness import Telemetry, child_names, response_tree, serve_asgi
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import SpanProcessor
@@ -26,6 +27,10 @@ from starlette.staticfiles import StaticFiles
 from support import counting_jobs, instrumented, make_app, without_boundary
 
 from otel_fileresp import StarletteFileResponseInstrumentor
+
+# StaticFiles raises HTTPException for 404/405/401 from Starlette 0.17 (0.15-0.16
+# answer with their own PlainTextResponse).
+STATIC_FILES_RAISES = tuple(int(p) for p in starlette.__version__.split(".")[:2]) >= (0, 17)
 
 # Starlette answers Range requests from 0.39 (before, the whole file is sent).
 RANGES = hasattr(FileResponse, "_handle_single_range")
@@ -76,8 +81,8 @@ def test_200_static_file_has_every_phase(served: Any, telemetry: Telemetry, file
         "file.size": 1024,
         "file.name": "small.txt",
     }
-    # lookup (or stat), open, one read, close
-    assert attrs(response)["fileresp.threadpool.jobs"] >= 4
+    # lookup (or stat), open, one read; the close comes after the last byte
+    assert attrs(response)["fileresp.threadpool.jobs"] >= 3
     assert attrs(response)["fileresp.threadpool.wait"] > 0
     assert child_names(spans, response) == sorted(
         ["fileresp.stat", "fileresp.precondition", "fileresp.open", "fileresp.send", WAIT, WAIT]
@@ -132,9 +137,9 @@ def test_304_skips_the_open(served: Any, telemetry: Telemetry, header: str) -> N
     [precondition] = [s for s in response_tree(spans, response) if s.name.endswith("precondition")]
     assert precondition.attributes["fileresp.precondition.result"] == "not_modified"
     assert precondition.attributes["fileresp.precondition.header"] == header.lower()
-    # and the alarm counter stays silent for 304
+    # and the alarm counter stays silent for 304 (its series is there, at 0)
     opens = telemetry.metric_points("fileresp.opens")
-    assert all(p.attributes["http.response.status_code"] != 304 for p in opens)
+    assert [p.value for p in opens if p.attributes["http.response.status_code"] == 304] == [0]
 
 
 def test_head_sends_headers_only(served: Any, telemetry: Telemetry) -> None:
@@ -223,7 +228,12 @@ def test_missing_static_file_is_not_found(served: Any, telemetry: Telemetry) -> 
     assert reply.status == 404
     response = the_response(telemetry)
     assert attrs(response)["fileresp.outcome"] == "not_found"
-    assert attrs(response)["http.response.status_code"] == 404
+    if STATIC_FILES_RAISES:
+        # StaticFiles raises HTTPException(404); the app above sends it: no
+        # status is claimed by the file response.
+        assert "http.response.status_code" not in attrs(response)
+    else:  # Starlette 0.15-0.16 answer PlainTextResponse("Not Found", 404) themselves
+        assert attrs(response)["http.response.status_code"] == 404
     assert attrs(response)["fileresp.opened"] is False
     assert "error.type" not in attrs(response)
     assert "fileresp.open" not in child_names(telemetry.spans(), response)
@@ -422,11 +432,11 @@ class ExplodingProcessor(SpanProcessor):
 def test_failing_span_processor_does_not_touch_responses(
     files: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from otel_fileresp import _core
+    from otel_fileresp._log import forget_logged
 
     broken = Telemetry(span_processors=(ExplodingProcessor(),))
     plain, plain_jobs = run_requests(files, None)
-    _core._logged_once.clear()
+    forget_logged()
     caplog.set_level(logging.WARNING, logger="otel_fileresp")
     traced, traced_jobs = run_requests(files, broken, wait_for_spans=False)
     assert traced == plain

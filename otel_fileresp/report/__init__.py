@@ -4,7 +4,7 @@
 
 Command line::
 
-    otel-fileresp report [--top N] [--check] [--format text|json] FILE...
+    otel-fileresp report [--top N] [--check [--allow-empty]] [--format text|json] FILE...
     python -m otel_fileresp report FILE...
 
 Python::
@@ -24,21 +24,13 @@ parent ``fileresp.response`` span in the same trace. It also counts
 ``fileresp.response`` spans and file opens (``fileresp.opened=true``) per
 ``http.response.status_code``, lists the N slowest responses, and finds the
 responses that answered 304 yet opened the file (``--check`` exits 1 if
-there is any).
+there is any, and 3 if there is no file response at all).
 
-Percentiles use the nearest-rank method: for n durations sorted in
-ascending order, the p-th percentile is the one at 1-based rank
-``ceil(p / 100 * n)``; it is always an observed duration, never an
-interpolation (see :mod:`otel_fileresp.report.stats`).
-
-Input formats, detected for each file and, in JSON lines, for each line:
-OTLP JSON from the Collector's ``file`` exporter (one ``{"resourceSpans":
-[...]}`` per line), Tempo's trace-by-ID API (``{"batches": [...]}`` or
-``{"trace": {"resourceSpans": [...]}}``, IDs in hex or base64) and Jaeger JSON
-(``{"data": [...]}`` from the query API or the UI's "Download Results").
-Files are streamed span by span, so memory does not grow with the file size
-(see :mod:`otel_fileresp.report.readers` and
-:mod:`otel_fileresp.report.aggregate`).
+Percentiles are nearest-rank, always an observed duration (see
+:mod:`otel_fileresp.report.aggregate`). Inputs: OTLP JSON (Collector ``file``
+exporter, Tempo), Jaeger JSON and the OpenTelemetry Python SDK's console
+exporter output, log lines and all; large documents are streamed (see
+:mod:`otel_fileresp.report.readers`).
 """
 
 from __future__ import annotations
@@ -47,11 +39,17 @@ import os
 from collections.abc import Iterable
 
 from otel_fileresp.report.aggregate import DEFAULT_TOP, ReportBuilder
-from otel_fileresp.report.errors import InputError
-from otel_fileresp.report.model import DurationStats, Report, SpanRecord, StatusCounts
-from otel_fileresp.report.readers import display_name, read_file
+from otel_fileresp.report.model import (
+    CheckResult,
+    DurationStats,
+    Report,
+    SpanRecord,
+    StatusCounts,
+)
+from otel_fileresp.report.readers import InputError, display_name, read_file
 
 __all__ = [
+    "CheckResult",
     "DurationStats",
     "InputError",
     "Report",
@@ -66,11 +64,13 @@ def summarize(paths: Iterable[str | os.PathLike[str]], *, top: int = DEFAULT_TOP
 
     ``top`` is how many of the slowest responses the report keeps. Raises
     :class:`InputError` for the first file that cannot be read.
+    ``report.check()`` gives the verdict of ``--check``.
     """
     builder = ReportBuilder(top=top)
     names: list[str] = []
+    ignored_lines = 0
     for path in paths:
         path_text = os.fspath(path)
-        read_file(path_text, builder)
+        ignored_lines += read_file(path_text, builder)
         names.append(display_name(path_text))
-    return builder.build(tuple(names))
+    return builder.build(tuple(names), ignored_lines=ignored_lines)

@@ -18,6 +18,13 @@ the latest at the end of the input. A Jaeger trace arrives whole, so its
 phase spans still waiting at its end give up at once, which bounds the
 pending map by one trace. Phase spans that never find their parent are
 counted under the framework ``(unknown)`` and reported as unresolved.
+
+Percentiles use the nearest-rank method. For ``n`` durations sorted in
+ascending order, the p-th percentile is the one at (1-based) rank
+``ceil(p / 100 * n)``: always an observed duration, never an interpolation.
+With 20 durations, p95 is the 19th smallest and p99 the 20th (the maximum);
+with a single duration every percentile is that duration. The rank is
+computed in integer arithmetic, so no rounding error can move it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import heapq
 import itertools
 from array import array
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Final
 
 from otel_fileresp.report.model import (
@@ -37,7 +45,6 @@ from otel_fileresp.report.model import (
     SpanRecord,
     StatusCounts,
 )
-from otel_fileresp.report.stats import duration_stats
 
 NOT_MODIFIED: Final = 304
 #: Responses remembered as parents after the unit they were read in (at least).
@@ -45,10 +52,11 @@ RECENT_RESPONSES: Final = 5_000
 #: 304 responses that opened the file listed in a report (all are counted).
 MAX_LISTED_VIOLATIONS: Final = 1000
 DEFAULT_TOP: Final = 10
+PERCENTILES: Final = (50, 95, 99)
 
 
 class ReportBuilder:
-    """A span sink (see :class:`~otel_fileresp.report.readers.SpanSink`) that builds a Report."""
+    """Takes the ``fileresp.*`` spans the readers decode, and builds the Report."""
 
     def __init__(self, top: int = DEFAULT_TOP) -> None:
         if top < 0:
@@ -109,8 +117,11 @@ class ReportBuilder:
             self._older_responses = self._responses
             self._responses = {}
 
-    def build(self, files: tuple[str, ...]) -> Report:
-        """The report of every span added so far; phase spans still waiting are unresolved."""
+    def build(self, files: tuple[str, ...], *, ignored_lines: int = 0) -> Report:
+        """The report of every span added so far; phase spans still waiting are unresolved.
+
+        ``ignored_lines`` is how many lines of the files were not JSON.
+        """
         unresolved: defaultdict[str, array[int]] = defaultdict(lambda: array("q"))
         for by_parent in self._pending.values():
             for waiting in by_parent.values():
@@ -131,6 +142,7 @@ class ReportBuilder:
             not_modified_opened=tuple(self._violations),
             not_modified_opened_count=self._violation_count,
             unresolved_phase_spans=self._unresolved + sum(map(len, unresolved.values())),
+            ignored_lines=ignored_lines,
         )
 
     def _add_response(self, span: SpanRecord) -> None:
@@ -197,3 +209,20 @@ def _framework_order(framework: str) -> tuple[bool, str]:
 def _framework_status_order(key: tuple[str, int | None]) -> tuple[bool, str, bool, int]:
     framework, status = key
     return framework == UNKNOWN_FRAMEWORK, framework, status is None, status or 0
+
+
+def nearest_rank(sorted_values: Sequence[int], percentile: int) -> int:
+    """The ``percentile``-th percentile (0 < percentile <= 100) of ascending values."""
+    if not sorted_values:
+        raise ValueError("no values")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile {percentile} is not in (0, 100]")
+    rank = -(-percentile * len(sorted_values) // 100)  # ceil(p * n / 100)
+    return sorted_values[rank - 1]
+
+
+def duration_stats(durations_ns: Sequence[int]) -> DurationStats:
+    """Count, p50, p95, p99 and max of durations (in any order)."""
+    ordered = sorted(durations_ns)
+    p50, p95, p99 = (nearest_rank(ordered, p) for p in PERCENTILES)
+    return DurationStats(count=len(ordered), p50_ns=p50, p95_ns=p95, p99_ns=p99, max_ns=ordered[-1])

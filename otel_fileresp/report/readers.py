@@ -1,9 +1,12 @@
 # Copyright The otel_fileresp Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Read trace exports and hand their ``fileresp.*`` spans to a sink.
+"""Read trace files and hand their ``fileresp.*`` spans to a ReportBuilder.
 
-The format is detected for each top-level JSON value, so a file may mix them
-and a JSON-lines file is detected line by line:
+A file is read line by line. A line that starts with ``{`` or ``[`` starts a
+JSON document, which may go on over the following lines (pretty-printed
+JSON); any other non-blank line is ignored and counted (log lines mixed with
+the spans of the SDK's console exporter, for example). Each document has its
+own format:
 
 * ``{"resourceSpans": [...]}``: OTLP JSON, one per line from the Collector's
   ``file`` exporter, or a single document (the legacy
@@ -13,58 +16,98 @@ and a JSON-lines file is detected line by line:
   OTLP-based API v3;
 * ``{"data": [...]}``: Jaeger's query API and UI "Download Results"; a bare
   top-level array of Jaeger traces (older UI downloads) is read too;
-* ``resourceMetrics``/``resourceLogs`` lines (a Collector file shared by
+* ``{"name": ..., "context": {...}, ...}``: one span as the OpenTelemetry
+  Python SDK's ``ConsoleSpanExporter`` prints it (what
+  ``OTEL_TRACES_EXPORTER=console`` writes on standard output, pretty-printed
+  objects one after the other);
+* ``resourceMetrics``/``resourceLogs`` documents (a Collector file shared by
   several pipelines) are skipped.
 
 A file whose first bytes are the gzip magic number is decompressed on the
 fly; ``-`` reads standard input.
 
-Memory: spans are decoded one at a time by
-:class:`~otel_fileresp.report.jsonstream.JsonPullParser`, so a file of any
-size is read with memory for one span, one chunk of text and the
-aggregates. The sink is told where each *unit* ends (one ``resourceSpans``
-element, one Tempo batch, one Jaeger trace, which holds a whole trace) so it
-can forget what it keeps only to resolve parents.
+Memory: a document on one line of up to :data:`LINE_BYTES_PARSED_WHOLE`
+(a Collector line), or over several lines of up to
+:data:`MULTILINE_BYTES_PARSED_WHOLE` (a console span), is parsed whole with
+the standard library's :mod:`json`. A larger one (a Jaeger search result, a
+Tempo trace) is streamed with ``ijson`` (its C backend ``yajl2_c`` when it
+is installed, else its pure-Python one), one resource group (OTLP) or one
+trace (Jaeger) at a time; its format is taken from its first keys, and it is
+read to the end of the file, so whatever follows it in the same file must be
+documents of the same kind.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
-import io
+import itertools
+import json
+import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import BinaryIO, Final, Protocol, TextIO
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from typing import Any, BinaryIO, Final
 
-from otel_fileresp.report.errors import InputError, TraceShapeError
-from otel_fileresp.report.jaeger import record_from_jaeger_span
-from otel_fileresp.report.jsonstream import CHUNK_CHARS, JsonPullParser, JsonSyntaxError
+import ijson  # type: ignore[import-untyped]
+
+from otel_fileresp.report.aggregate import ReportBuilder
 from otel_fileresp.report.model import SpanRecord
-from otel_fileresp.report.otlp import record_from_otlp_span
+from otel_fileresp.report.spans import (
+    TraceShapeError,
+    record_from_console_span,
+    record_from_jaeger_span,
+    record_from_otlp_span,
+)
 
 STDIN_PATH: Final = "-"
+#: The longest line read whole, in bytes: a longer JSON document is streamed.
+LINE_BYTES_PARSED_WHOLE: Final = 1 << 20
+#: The largest JSON document over several lines parsed whole; larger ones are streamed.
+MULTILINE_BYTES_PARSED_WHOLE: Final = 64 << 10
+_STREAM_CHUNK_BYTES: Final = 1 << 16
 _GZIP_MAGIC: Final = b"\x1f\x8b"
-_ENCODING: Final = "utf-8-sig"  # UTF-8, with or without a byte-order mark
+_UTF8_BOM: Final = codecs.BOM_UTF8
+_DOCUMENT_START: Final = re.compile(rb"[ \t\r]*[\[{]")
+_DOCUMENT_END: Final = (b"}", b"]")
 
 _RESOURCE_SPANS_KEYS: Final = frozenset({"resourceSpans", "batches"})
-_SCOPE_SPANS_KEYS: Final = frozenset({"scopeSpans", "instrumentationLibrarySpans"})
+_SCOPE_SPANS_KEYS: Final = ("scopeSpans", "instrumentationLibrarySpans")
 _WRAPPER_KEYS: Final = frozenset({"trace", "result"})
 _JAEGER_TRACES_KEY: Final = "data"
 _OTHER_SIGNAL_KEYS: Final = frozenset({"resourceMetrics", "resourceLogs", "resourceProfiles"})
+#: Where the resource groups of a streamed OTLP or Tempo document are (ijson prefixes).
+_RESOURCE_GROUP_PREFIXES: Final = frozenset(
+    f"{path}.item"
+    for key in _RESOURCE_SPANS_KEYS
+    for path in (key, *(f"{wrapper}.{key}" for wrapper in _WRAPPER_KEYS))
+)
 _MAX_KEYS_IN_MESSAGE: Final = 5
 
-SpanDecoder = Callable[[object], SpanRecord | None]
+try:
+    #: The ijson backend large documents are streamed with.
+    IJSON_BACKEND: Any = ijson.get_backend("yajl2_c")
+except ImportError:  # no compiled extension for this platform
+    IJSON_BACKEND = ijson.get_backend("python")
+
+UnitReader = Callable[[object], None]
 
 
-class SpanSink(Protocol):
-    """Receives the spans of a file, and the end of each unit of them."""
+class InputError(Exception):
+    """A trace file that cannot be read: ``path`` and a one-line ``reason``.
 
-    def add(self, span: SpanRecord) -> None:
-        """Take one ``fileresp.*`` span."""
+    The only exception :func:`otel_fileresp.report.summarize` raises for bad
+    input (a missing file, a directory, JSON that is broken or is not a
+    trace export). The command line prints it as one line,
+    ``otel-fileresp: error: FILE: reason``, and exits with status 2.
+    """
 
-    def end_unit(self, *, complete_traces: bool = False) -> None:
-        """The spans of one resource group, or one whole Jaeger trace, are all read."""
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def display_name(path: str) -> str:
@@ -72,12 +115,15 @@ def display_name(path: str) -> str:
     return "<stdin>" if path == STDIN_PATH else path
 
 
-def read_file(path: str, sink: SpanSink, *, chunk_chars: int = CHUNK_CHARS) -> None:
-    """Feed the ``fileresp.*`` spans of ``path`` to ``sink``; raise InputError if unreadable."""
+def read_file(path: str, builder: ReportBuilder) -> int:
+    """Feed the ``fileresp.*`` spans of ``path`` to ``builder``; return the lines ignored.
+
+    Raises :class:`InputError` if the file cannot be read.
+    """
     name = display_name(path)
     try:
-        with _open_text(path) as stream:
-            _ExportWalker(JsonPullParser(stream, chunk_chars), sink).read_all()
+        with _open_binary(path) as stream:
+            return _FileReader(stream, builder, name).read()
     except FileNotFoundError:
         raise InputError(name, "no such file") from None
     except IsADirectoryError:
@@ -90,141 +136,234 @@ def read_file(path: str, sink: SpanSink, *, chunk_chars: int = CHUNK_CHARS) -> N
         raise InputError(name, f"cannot decompress gzip data: {exc}") from None
     except OSError as exc:
         raise InputError(name, exc.strerror or str(exc)) from None
-    except JsonSyntaxError as exc:
-        raise InputError(name, f"not JSON: {exc}") from None
-    except TraceShapeError as exc:
-        raise InputError(name, str(exc)) from None
 
 
 @contextmanager
-def _open_text(path: str) -> Iterator[TextIO]:
-    if path == STDIN_PATH:
-        text = _decoded(sys.stdin.buffer)
+def _open_binary(path: str) -> Iterator[BinaryIO]:
+    opened = nullcontext(sys.stdin.buffer) if path == STDIN_PATH else open(path, "rb")  # noqa: SIM115
+    with opened as raw:
+        peek = getattr(raw, "peek", None)
+        magic = peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)] if peek is not None else b""
+        if magic == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                yield unpacked  # type: ignore[misc]
+        else:
+            yield raw
+
+
+def _line_ended(piece: bytes) -> bool:
+    """Whether a piece returned by ``readline(LINE_BYTES_PARSED_WHOLE)`` ends its line."""
+    return piece.endswith(b"\n") or len(piece) < LINE_BYTES_PARSED_WHOLE
+
+
+class _FileReader:
+    """Splits one file into JSON documents and ignored lines, and reads the documents."""
+
+    def __init__(self, stream: BinaryIO, builder: ReportBuilder, name: str) -> None:
+        self._stream = stream
+        self._builder = builder
+        self._name = name
+        self._lines_read = 0
+        self._ignored_lines = 0
+        self._document_line = 0  # where the document being read starts
+
+    def read(self) -> int:
+        """Read the whole file; return how many lines were ignored."""
+        held = bytearray()  # a document whose last line has not come yet
+        for piece in self._pieces():
+            first_line = not held
+            if first_line and (piece.isspace() or not _DOCUMENT_START.match(piece)):
+                self._skip_line(piece)
+                continue
+            if first_line:
+                self._document_line = self._lines_read + 1
+            too_long = held and len(held) + len(piece) > MULTILINE_BYTES_PARSED_WHOLE
+            if too_long or not _line_ended(piece):
+                self._stream_document(bytes(held) + piece if held else piece)
+                return self._ignored_lines
+            held += piece
+            self._lines_read += 1
+            if first_line or piece.rstrip() in _DOCUMENT_END:
+                self._read_held(held, first_line=first_line, final=False)
+        if held:
+            self._read_held(held, first_line=False, final=True)
+        return self._ignored_lines
+
+    def _pieces(self) -> Iterator[bytes]:
+        """The file's lines, cut at :data:`LINE_BYTES_PARSED_WHOLE`, without a byte-order mark."""
+        pieces = iter(partial(self._stream.readline, LINE_BYTES_PARSED_WHOLE), b"")
+        for first in pieces:
+            yield first.removeprefix(_UTF8_BOM)
+            break
+        yield from pieces
+
+    def _read_held(self, held: bytearray, *, first_line: bool, final: bool) -> None:
+        """Read the document in ``held`` and empty ``held``, unless the document goes on.
+
+        A whole line that starts like JSON but is not (``[2026-12-01 ...]
+        INFO``) is ignored like any other line that is not JSON; a document
+        that breaks off, or that the file cuts short, is an error.
+        """
         try:
-            yield text
-        finally:
-            text.detach()  # leave standard input open
-        return
-    with open(path, "rb") as raw, _decoded(raw) as text:
-        yield text
+            document = json.loads(held)
+        except json.JSONDecodeError as exc:
+            line_ended = held.endswith(b"\n") and not final
+            if line_ended and _is_truncated(exc):
+                return
+            if line_ended and first_line:
+                self._ignored_lines += 1
+                held.clear()
+                return
+            line = self._document_line + exc.lineno - 1
+            raise self._error(f"not JSON: {exc.msg} (line {line}, column {exc.colno})") from None
+        held.clear()
+        self._document(document)
 
+    def _skip_line(self, piece: bytes) -> None:
+        """Skip a blank line, or a line that is not JSON (counted; it must be UTF-8 text)."""
+        self._lines_read += 1
+        if piece.isspace():
+            return
+        self._ignored_lines += 1
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        decoder.decode(piece)
+        while not _line_ended(piece):  # a line longer than LINE_BYTES_PARSED_WHOLE
+            piece = self._stream.readline(LINE_BYTES_PARSED_WHOLE)
+            decoder.decode(piece)
+        decoder.decode(b"", final=True)
 
-def _decoded(raw: BinaryIO | io.BufferedReader) -> io.TextIOWrapper:
-    peek = getattr(raw, "peek", None)
-    magic = peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)] if peek is not None else b""
-    if magic == _GZIP_MAGIC:
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="rb"), encoding=_ENCODING)
-    return io.TextIOWrapper(raw, encoding=_ENCODING)
-
-
-class _ExportWalker:
-    """Walks the structure of trace exports and decodes their spans one by one."""
-
-    def __init__(self, parser: JsonPullParser, sink: SpanSink) -> None:
-        self._parser = parser
-        self._sink = sink
-
-    def read_all(self) -> None:
+    def _document(self, document: object) -> None:
+        """Read one whole JSON document, whatever its format."""
         try:
-            while (char := self._parser.peek()) is not None:
-                if char == "{":
-                    self._document()
-                elif char == "[":
-                    self._jaeger_traces("the top-level array")
-                else:
-                    self._parser.skip_value()  # raises JsonSyntaxError if not JSON
-                    raise TraceShapeError("unknown JSON shape: a top-level value is not an object")
+            if isinstance(document, list):
+                for trace in document:
+                    self._jaeger_trace(trace, "the top-level array")
+            elif isinstance(document, dict) and "context" in document and "name" in document:
+                self._add(record_from_console_span(document))
+                self._builder.end_unit()
+            elif isinstance(document, dict):
+                found, other_keys = self._object(document, top_level=True)
+                if not found:
+                    raise TraceShapeError(_unknown_shape(other_keys))
+            else:
+                raise TraceShapeError("unknown JSON shape: a top-level value is not an object")
         except TraceShapeError as exc:
-            raise TraceShapeError(f"{exc} (line {self._parser.line()})") from None
+            raise self._error(f"{exc} (line {self._document_line})") from None
 
-    def _document(self) -> None:
-        found, other_keys = self._object_with_traces(top_level=True)
-        if not found:
-            raise TraceShapeError(_unknown_shape(other_keys))
-
-    def _object_with_traces(self, *, top_level: bool) -> tuple[bool, list[str]]:
-        """Walk an object; return whether it held traces, and its other keys."""
+    def _object(self, document: dict[str, object], *, top_level: bool) -> tuple[bool, list[str]]:
+        """Read the traces of an object; return whether it held any, and its other keys."""
         found = False
         other_keys: list[str] = []
-        for key in self._parser.members():
+        for key, value in document.items():
             if key in _RESOURCE_SPANS_KEYS:
-                self._resource_spans(key)
+                for group in _list(value, key):
+                    self._resource_group(group)
                 found = True
             elif top_level and key == _JAEGER_TRACES_KEY:
-                self._jaeger_traces(key)
+                for trace in _list(value, key):
+                    self._jaeger_trace(trace, key)
                 found = True
-            elif top_level and key in _WRAPPER_KEYS and self._parser.peek() == "{":
-                inner_found, inner_keys = self._object_with_traces(top_level=False)
+            elif top_level and key in _WRAPPER_KEYS and isinstance(value, dict):
+                inner_found, inner_keys = self._object(value, top_level=False)
                 # An empty wrapper ({"trace": {}}) is an empty trace.
                 found = found or inner_found or not inner_keys
                 other_keys.extend(f"{key}.{inner}" for inner in inner_keys)
             elif key in _OTHER_SIGNAL_KEYS:
-                self._parser.skip_value()
                 found = True
             else:
-                self._parser.skip_value()
                 other_keys.append(key)
         return found, other_keys
 
-    def _resource_spans(self, key: str) -> None:
-        if self._null_or_list(key):
-            return
-        for _ in self._parser.items():
-            self._require_object(f"an element of {key}")
-            for member in self._parser.members():
-                if member in _SCOPE_SPANS_KEYS:
-                    self._scope_spans(member)
-                else:
-                    self._parser.skip_value()
-            self._sink.end_unit()
+    def _resource_group(self, group: object) -> None:
+        """One element of ``resourceSpans`` (or Tempo's ``batches``): the spans of one resource."""
+        if not isinstance(group, dict):
+            raise TraceShapeError("unknown JSON shape: a resource group is not an object")
+        for key in _SCOPE_SPANS_KEYS:
+            for scope in _list(group.get(key), key):
+                if not isinstance(scope, dict):
+                    raise TraceShapeError(
+                        f"unknown JSON shape: an element of {key} is not an object"
+                    )
+                for span in _list(scope.get("spans"), "spans"):
+                    self._add(record_from_otlp_span(span))
+        self._builder.end_unit()
 
-    def _scope_spans(self, key: str) -> None:
-        if self._null_or_list(key):
-            return
-        for _ in self._parser.items():
-            self._require_object(f"an element of {key}")
-            for member in self._parser.members():
-                if member == "spans":
-                    self._spans(record_from_otlp_span)
-                else:
-                    self._parser.skip_value()
+    def _jaeger_trace(self, trace: object, where: str) -> None:
+        """One Jaeger trace, whole: its phase spans' parents are in it or nowhere."""
+        if not isinstance(trace, dict):
+            raise TraceShapeError(
+                f"unknown JSON shape: an element of {where} (expected a Jaeger trace)"
+                " is not an object"
+            )
+        if "spans" not in trace:
+            raise TraceShapeError(f"an element of {where} has no spans: not a Jaeger trace")
+        for span in _list(trace["spans"], "spans"):
+            self._add(record_from_jaeger_span(span))
+        self._builder.end_unit(complete_traces=True)
 
-    def _jaeger_traces(self, where: str) -> None:
-        if self._null_or_list(where):
-            return
-        for _ in self._parser.items():
-            self._require_object(f"an element of {where} (expected a Jaeger trace)")
-            has_spans = False
-            for member in self._parser.members():
-                if member == "spans":
-                    self._spans(record_from_jaeger_span)
-                    has_spans = True
-                else:
-                    self._parser.skip_value()
-            if not has_spans:
-                raise TraceShapeError(f"an element of {where} has no spans: not a Jaeger trace")
-            self._sink.end_unit(complete_traces=True)
+    def _add(self, record: SpanRecord | None) -> None:
+        if record is not None:
+            self._builder.add(record)
 
-    def _spans(self, decode: SpanDecoder) -> None:
-        if self._null_or_list("spans"):
-            return
-        for _ in self._parser.items():
-            record = decode(self._parser.value())
-            if record is not None:
-                self._sink.add(record)
+    def _stream_document(self, head: bytes) -> None:
+        """Stream a large document that starts with ``head``, to the end of the file."""
+        # In chunks: ijson builds every unit of a chunk before it yields the first.
+        head_chunks = (
+            head[at : at + _STREAM_CHUNK_BYTES] for at in range(0, len(head), _STREAM_CHUNK_BYTES)
+        )
+        rest = iter(partial(self._stream.read, _STREAM_CHUNK_BYTES), b"")
+        source = ijson.from_iter(itertools.chain(head_chunks, rest))
+        try:
+            prefix, read_unit = self._units_of_large_document(head)
+            for unit in IJSON_BACKEND.items(source, prefix, multiple_values=True, use_float=True):
+                read_unit(unit)
+        except ijson.JSONError as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self._error(
+                f"not JSON: {message} (in the document from line {self._document_line})"
+            ) from None
+        except TraceShapeError as exc:
+            raise self._error(f"{exc} (line {self._document_line})") from None
 
-    def _null_or_list(self, key: str) -> bool:
-        """True (and consumed) for null; False when a list follows; else a shape error."""
-        char = self._parser.peek()
-        if char == "[":
-            return False
-        if char == "n" and self._parser.value() is None:
-            return True
+    def _units_of_large_document(self, head: bytes) -> tuple[str, UnitReader]:
+        """The ijson prefix of a document's units and their reader, from its first bytes."""
+        readers: dict[str, UnitReader] = {
+            "item": partial(self._jaeger_trace, where="the top-level array"),
+            f"{_JAEGER_TRACES_KEY}.item": partial(self._jaeger_trace, where=_JAEGER_TRACES_KEY),
+            **dict.fromkeys(_RESOURCE_GROUP_PREFIXES, self._resource_group),
+            **{f"{key}.item": _skip_unit for key in _OTHER_SIGNAL_KEYS},
+        }
+        top_level_keys: list[str] = []
+        try:
+            for prefix, event, value in IJSON_BACKEND.parse(head):
+                if prefix in readers:
+                    return prefix, readers[prefix]
+                if prefix == "" and event == "map_key":
+                    top_level_keys.append(value)
+        except ijson.IncompleteJSONError:
+            pass  # the head ends inside the document, as it should
+        raise TraceShapeError(_unknown_shape(top_level_keys))
+
+    def _error(self, reason: str) -> InputError:
+        return InputError(self._name, reason)
+
+
+def _is_truncated(exc: json.JSONDecodeError) -> bool:
+    """Whether the text failed only because it ends early (a document's first lines)."""
+    return exc.pos >= len(exc.doc.rstrip())
+
+
+def _list(value: object, key: str) -> list[object]:
+    """A JSON array as a list; null is an empty one."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
         raise TraceShapeError(f"unknown JSON shape: {key} is not a list")
+    return value
 
-    def _require_object(self, what: str) -> None:
-        if self._parser.peek() != "{":
-            raise TraceShapeError(f"unknown JSON shape: {what} is not an object")
+
+def _skip_unit(unit: object) -> None:
+    """Metrics and logs are not read."""
 
 
 def _unknown_shape(keys: list[str]) -> str:
@@ -234,6 +373,6 @@ def _unknown_shape(keys: list[str]) -> str:
     if len(keys) > _MAX_KEYS_IN_MESSAGE:
         shown += ", ..."
     return (
-        "unknown JSON shape: expected OTLP (resourceSpans), Tempo (batches, trace)"
-        f" or Jaeger (data) traces, found keys: {shown}"
+        "unknown JSON shape: expected OTLP (resourceSpans), Tempo (batches, trace),"
+        f" Jaeger (data) traces or console exporter spans (name, context), found keys: {shown}"
     )

@@ -8,7 +8,7 @@ content and durations in milliseconds (``*_ms`` keys, unrounded)::
 
     {
       "files": [...], "spans": 412, "responses": 60, "unresolved_phase_spans": 0,
-      "duration_unit": "ms", "percentile_method": "nearest-rank",
+      "ignored_lines": 0, "duration_unit": "ms", "percentile_method": "nearest-rank",
       "frameworks": {
         "aiohttp": {
           "phases": {"response": {"count": 30, "p50_ms": 1.2, "p95_ms": 4.1,
@@ -20,10 +20,12 @@ content and durations in milliseconds (``*_ms`` keys, unrounded)::
                    "status_code": 200, "outcome": "sent", "file_name": ...,
                    "duration_ms": 5.0}, ...],
       "not_modified_opened": {"count": 1, "listed": [...same fields...]},
-      "check": null | "passed" | "failed"
+      "check": null | "passed" | "failed",
+      "check_failure": null | "not_modified_opened" | "no_file_responses"
     }
 
-A status code missing from a span is keyed ``"unknown"``.
+A status code missing from a span is keyed ``"unknown"``. ``check`` is null
+without ``--check``; ``check_failure`` says why a check failed.
 """
 
 from __future__ import annotations
@@ -32,19 +34,19 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
-from otel_fileresp.report.model import DurationStats, Report, SpanRecord
+from otel_fileresp.report.model import CheckResult, DurationStats, Report, SpanRecord
 
 _NS_PER_MS: Final = 1_000_000
 _MISSING: Final = "-"
 
 
-def render_json(report: Report, *, check: bool) -> str:
+def render_json(report: Report, *, check: CheckResult | None) -> str:
     """The report as one JSON object (with a trailing newline)."""
     return json.dumps(report_as_dict(report, check=check), indent=2) + "\n"
 
 
-def report_as_dict(report: Report, *, check: bool) -> dict[str, object]:
-    """The JSON-ready form of the report; ``check`` adds the pass/fail verdict."""
+def report_as_dict(report: Report, *, check: CheckResult | None) -> dict[str, object]:
+    """The JSON-ready form of the report, with the verdict of ``--check`` (None: not checked)."""
     frameworks: dict[str, object] = {}
     for framework in _frameworks(report):
         frameworks[framework] = {
@@ -57,14 +59,16 @@ def report_as_dict(report: Report, *, check: bool) -> dict[str, object]:
                 for status, counts in report.status_counts.get(framework, {}).items()
             },
         }
-    verdict = None
-    if check:
-        verdict = "failed" if report.not_modified_opened_count else "passed"
+    verdict = failure = None
+    if check is not None:
+        verdict = "passed" if check is CheckResult.PASSED else "failed"
+        failure = None if check is CheckResult.PASSED else check.value
     return {
         "files": list(report.files),
         "spans": report.span_count,
         "responses": report.response_count,
         "unresolved_phase_spans": report.unresolved_phase_spans,
+        "ignored_lines": report.ignored_lines,
         "duration_unit": "ms",
         "percentile_method": "nearest-rank",
         "frameworks": frameworks,
@@ -74,24 +78,30 @@ def report_as_dict(report: Report, *, check: bool) -> dict[str, object]:
             "listed": [_span_as_dict(span) for span in report.not_modified_opened],
         },
         "check": verdict,
+        "check_failure": failure,
     }
 
 
-def render_text(report: Report, *, check: bool) -> str:
+def render_text(report: Report, *, check: CheckResult | None) -> str:
     """The report as aligned tables (with a trailing newline)."""
     lines = [
         f"otel-fileresp report: {_plural(len(report.files), 'file')}, "
         f"{_plural(report.span_count, 'fileresp span')}, "
         f"{_plural(report.response_count, 'file response')}"
     ]
+    if report.ignored_lines:
+        lines.append(
+            f"Ignored {_plural(report.ignored_lines, 'line')} that"
+            f" {'is' if report.ignored_lines == 1 else 'are'} not JSON (log lines, for example)."
+        )
     if report.span_count == 0:
         lines += ["", "No file responses found: the input has no fileresp.* spans."]
     else:
         lines += _durations_section(report)
         lines += _status_section(report)
         lines += _slowest_section(report)
-    if check:
-        lines += _check_section(report)
+    if check is not None:
+        lines += _check_section(report, check)
     return "\n".join(lines) + "\n"
 
 
@@ -151,10 +161,19 @@ def _slowest_section(report: Report) -> list[str]:
     ]
 
 
-def _check_section(report: Report) -> list[str]:
-    count = report.not_modified_opened_count
-    if not count:
+def _check_section(report: Report, check: CheckResult) -> list[str]:
+    if check is CheckResult.NO_FILE_RESPONSES:
+        return [
+            "",
+            "Check FAILED: no file responses (no fileresp.response span), so nothing was checked.",
+            "Are the spans exported, and is otel_fileresp instrumenting the app?"
+            " Pass --allow-empty if no file response is expected.",
+        ]
+    if check is CheckResult.PASSED and report.response_count == 0:
+        return ["", "Check passed: no file responses, as --allow-empty allows."]
+    if check is CheckResult.PASSED:
         return ["", "Check passed: no response with status 304 opened the file."]
+    count = report.not_modified_opened_count
     rows = [
         [span.trace_id, span.span_id, span.framework or _MISSING, span.file_name or _MISSING]
         for span in report.not_modified_opened

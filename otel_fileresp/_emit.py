@@ -1,0 +1,204 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Spans and metrics from a finished :class:`~otel_fileresp._record.ResponseRecord`.
+
+Spans are emitted after the fact with explicit timestamps: ``fileresp.response``
+under the parent context captured when the response started, then its phase
+spans (``fileresp.stat``, ``fileresp.precondition``, ``fileresp.open``,
+``fileresp.send``) and one ``fileresp.threadpool.wait`` per stat, lookup, open
+or make_response job, at most 8 spans in all. With ``phase_spans=false`` the
+phases are attributes ``fileresp.<phase>.duration`` of the response span.
+
+Metrics, per response: one ``fileresp.duration`` point, and one
+``fileresp.phase.duration`` point per enabled phase that happened (the
+``threadpool.wait`` point is the response's total wait, only for a response
+that used the pool). When the response span was recorded, the histogram
+updates carry its context, so exemplars link a bucket to its trace. An
+opened served file adds one to the in-process count behind ``fileresp.opens``.
+
+Attribute values are valid UTF-8: a file name that is not (a file system name
+decoded with surrogate escapes) is made valid with replacement characters.
+"""
+
+from __future__ import annotations
+
+import os
+from time import perf_counter_ns, time_ns
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from otel_fileresp import _names as n
+from otel_fileresp._record import ResponseRecord
+from otel_fileresp.settings import Settings
+
+if TYPE_CHECKING:
+    from otel_fileresp._telemetry import Instruments
+
+_DURATION = "duration"
+_PHASE = "phase"
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid UTF-8 (undecodable bytes become U+FFFD)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def metric_attributes(key: tuple[Any, ...]) -> dict[str, AttributeValue]:
+    """The attributes behind a metric key (see :func:`metrics`)."""
+    if key[0] == _PHASE:
+        return {n.ATTR_FRAMEWORK: key[1], n.ATTR_PHASE: key[2]}
+    _, framework, outcome, opened, status = key
+    attributes: dict[str, AttributeValue] = {
+        n.ATTR_FRAMEWORK: framework,
+        n.ATTR_OUTCOME: outcome,
+        n.ATTR_OPENED: opened,
+    }
+    if status is not None:
+        attributes[n.ATTR_STATUS_CODE] = status
+    return attributes
+
+
+def metrics(
+    instruments: Instruments,
+    settings: Settings,
+    record: ResponseRecord,
+    span_context: context_api.Context | None,
+) -> None:
+    framework = record.framework
+    status = record.status
+    opened = record.opened
+    instruments.duration.record(
+        record.duration_s,
+        instruments.attributes((_DURATION, framework, record.outcome, opened, status)),
+        context=span_context,
+    )
+    enabled = settings.phase_metrics
+    if enabled:
+        durations = record.phase_durations() if record.detailed else {}
+        for phase in n.PHASES:
+            if phase not in enabled:
+                continue
+            if phase == n.PHASE_THREADPOOL_WAIT:
+                if not record.jobs:
+                    continue
+                value = record.wait_s
+            else:
+                found = durations.get(phase)
+                if found is None:
+                    continue
+                value = found
+            instruments.phase_duration.record(
+                value, instruments.attributes((_PHASE, framework, phase)), context=span_context
+            )
+    if opened:
+        instruments.open_counts.add(framework, status)
+
+
+def spans(tracer: Tracer, settings: Settings, record: ResponseRecord) -> context_api.Context | None:
+    """Emit the response's spans; the response span's context if it was recorded."""
+    wall_offset = time_ns() - perf_counter_ns()
+    span = tracer.start_span(
+        n.SPAN_RESPONSE,
+        context=record.parent,
+        kind=SpanKind.INTERNAL,
+        start_time=wall_offset + record.started_ns,
+    )
+    try:
+        if not span.is_recording():
+            return None
+        span.set_attributes(_response_attributes(record, settings))
+        if record.error_type is not None:
+            span.set_status(Status(StatusCode.ERROR))
+        context = trace.set_span_in_context(span)
+        if settings.phase_spans:
+            _phase_spans(tracer, record, context, wall_offset)
+        else:
+            for phase, start, end in record.phases():
+                span.set_attribute(f"fileresp.{phase}.duration", (end - start) / 1e9)
+        return context
+    finally:
+        span.end(end_time=wall_offset + record.end_ns)
+
+
+def _response_attributes(record: ResponseRecord, settings: Settings) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {
+        n.ATTR_FRAMEWORK: record.framework,
+        n.ATTR_OUTCOME: record.outcome,
+        n.ATTR_OPENED: record.opened,
+        n.ATTR_TRANSFER: record.transfer,
+        n.ATTR_BYTES: record.bytes_sent,
+        n.ATTR_JOBS: record.jobs,
+        n.ATTR_WAIT: record.wait_s,
+    }
+    optional = (
+        (n.ATTR_STATUS_CODE, record.status),
+        (n.ATTR_FILE_SIZE, record.file_size),
+        (n.ATTR_CONTENT_ENCODING, record.content_encoding),
+        (n.ATTR_ERROR_TYPE, record.error_type),
+    )
+    attributes.update((name, value) for name, value in optional if value is not None)
+    capture = settings.capture_path
+    path = record.file_path
+    if path and capture != "none":
+        attributes[n.ATTR_FILE_NAME] = valid_text(os.path.basename(path))
+        if capture == "full":
+            attributes[n.ATTR_FILE_PATH] = valid_text(path)
+    return attributes
+
+
+def _phase_spans(
+    tracer: Tracer, record: ResponseRecord, context: context_api.Context, wall_offset: int
+) -> None:
+    emitted = 1
+    for phase, start, end in record.phases():
+        child = tracer.start_span(
+            n.PHASE_SPAN_NAMES[phase],
+            context=context,
+            kind=SpanKind.INTERNAL,
+            start_time=wall_offset + start,
+            attributes=_phase_span_attributes(record, phase),
+        )
+        child.end(end_time=wall_offset + end)
+        emitted += 1
+    end_ns = record.end_ns
+    for kind, submitted, started in record.wait_spans[: n.MAX_SPANS_PER_RESPONSE - emitted]:
+        child = tracer.start_span(
+            n.SPAN_THREADPOOL_WAIT,
+            context=context,
+            kind=SpanKind.INTERNAL,
+            start_time=wall_offset + submitted,
+            attributes={n.ATTR_JOB: kind},
+        )
+        child.end(end_time=wall_offset + min(started, end_ns))
+
+
+def _phase_span_attributes(record: ResponseRecord, phase: str) -> dict[str, AttributeValue] | None:
+    if phase == n.PHASE_PRECONDITION:
+        attributes: dict[str, AttributeValue] = {
+            n.ATTR_PRECONDITION_RESULT: record.precondition_result
+        }
+        header = record.precondition_header
+        if header is not None:
+            attributes[n.ATTR_PRECONDITION_HEADER] = header
+        return attributes
+    if phase == n.PHASE_SEND:
+        count, wait, wait_max = record.reads
+        return {
+            n.ATTR_TRANSFER: record.transfer,
+            n.ATTR_BYTES: record.bytes_sent,
+            n.ATTR_READ_COUNT: count,
+            n.ATTR_WAIT: wait,
+            n.ATTR_WAIT_MAX: wait_max,
+        }
+    return None

@@ -1,0 +1,63 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""This package's own failures: caught, logged once, never raised into a request.
+
+Every hook runs the framework's code exactly as it would run without
+instrumentation; what this package does around it runs inside
+:func:`contained` (the pattern of Sentry's ``capture_internal_exceptions``):
+an exception there is logged once per key, with its traceback, at WARNING on
+the ``otel_fileresp`` logger, and the request goes on untouched.
+
+Nothing in the package imports anything from here but the standard library,
+so every module can use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Final
+
+_logger: Final = logging.getLogger("otel_fileresp")
+_logged_once: set[str] = set()
+
+
+def log_once(key: str, message: str, *, with_traceback: bool = True) -> None:
+    """Log ``message`` once per ``key`` (with the exception being handled, if any)."""
+    if key in _logged_once:
+        return
+    _logged_once.add(key)
+    _logger.warning("otel_fileresp: %s", message, exc_info=with_traceback)
+
+
+def forget_logged() -> None:
+    """Let every key log again (for tests of the logging itself)."""
+    _logged_once.clear()
+
+
+class contained:
+    """``with contained("key", "what failed"):`` swallows and logs our own failure once.
+
+    Only :class:`Exception` is contained: ``KeyboardInterrupt``, ``SystemExit``
+    and cancellation pass through, as they would without this package.
+    """
+
+    __slots__ = ("_key", "_message")
+
+    def __init__(self, key: str, message: str) -> None:
+        self._key = key
+        self._message = message
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        log_once(self._key, self._message)
+        return True

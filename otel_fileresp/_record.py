@@ -1,0 +1,868 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The record of one file response, and the only place where its rules live.
+
+A :class:`ResponseRecord` is made when a framework starts to resolve a file
+and lives for that one response. The framework modules translate what the
+framework does into the record's verbs, with timestamps from
+:func:`time.perf_counter_ns` (a vDSO call on Linux: no system call):
+
+================================ ===============================================
+verb                             the framework...
+================================ ===============================================
+:meth:`~ResponseRecord.begin`    starts resolving the file (aiohttp: ``prepare``)
+:meth:`~ResponseRecord.serves`   is about to serve this path (the served file)
+:meth:`~ResponseRecord.looked_up` found this file (lookup, stat)
+:meth:`~ResponseRecord.stat`     statted the file (the ``fileresp.stat`` phase)
+:meth:`~ResponseRecord.precondition` decided the conditional headers
+:meth:`~ResponseRecord.file_opened` opened a file (counts only if it is the served one)
+:meth:`~ResponseRecord.wrap_job`  submits a job to its worker pool
+:meth:`~ResponseRecord.job_is`    (worker side) says what the running job is
+:meth:`~ResponseRecord.head_sent` handed the status and headers to the server
+:meth:`~ResponseRecord.body_chunk`, :meth:`~ResponseRecord.body_handed_over`,
+:meth:`~ResponseRecord.body_done`, :meth:`~ResponseRecord.pathsend` send the body
+:meth:`~ResponseRecord.end`       returned or raised: the response ends (once)
+================================ ===============================================
+
+The rules (telemetry contract v2, "Truth rules"):
+
+- ``opened`` is true only when the **served file** was opened: a path passed
+  to :meth:`serves` or :meth:`looked_up`. Other files opened in the same
+  context (a manifest, a template, a signal handler's read) do not count,
+  and jobs that read other file objects are not body reads.
+- The status is only ever the one handed to the server. An HTTP exception
+  raised by the framework (turned into a response above it) sets the outcome
+  (``not_found``, ``forbidden``, ``method_not_allowed``, ``redirect``) but
+  no status.
+- A response is **complete** when its final body message was handed over, or
+  when everything the client is owed was: a bodiless status (1xx, 204, 304), a
+  HEAD request, or as many body bytes as the ``content-length`` announced. A
+  complete response is never an error, even if the client leaves right after.
+  A response that the framework left without handing over all of it (no
+  exception: Starlette 1.8+ stops on ``http.disconnect``) ends with
+  ``error.type=incomplete_body``.
+- The response ends at its last byte. Jobs submitted after that (a close)
+  are not part of it: not counted, not waited for; a job's wait counts only up
+  to the end.
+- A record ends exactly once; a job cancelled while still queued ends its
+  response (see :meth:`job_cancelled`).
+
+Collection is **detailed** (every phase interval, the wait of each job, the
+file's name and size, the precondition) when the response will be recorded
+as spans or when phase metrics other than the wait are enabled, and **lean**
+otherwise: start and end, status, outcome, ``opened``, the number of jobs and
+their total wait. Emission (:mod:`otel_fileresp._emit`) reads a finished
+record through its read-only properties.
+
+Per-response state has one holder: the context variable of this module, whose
+value is the record (on the event loop) or the running pool job (in a worker
+thread), both reached through :func:`current_scope`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import CancelledError
+from contextvars import ContextVar
+from enum import IntEnum
+from stat import S_ISREG
+from time import perf_counter_ns
+from typing import Any, Final, Protocol, TypeVar
+
+from opentelemetry import context as context_api
+
+from otel_fileresp import _names as n
+from otel_fileresp._log import contained, log_once
+
+T = TypeVar("T")
+
+# Jobs that get their own fileresp.threadpool.wait span.
+_WAIT_SPAN_JOBS: Final = frozenset({n.JOB_STAT, n.JOB_LOOKUP, n.JOB_OPEN, n.JOB_MAKE_RESPONSE})
+# Jobs whose run is the stat phase (unless the framework module times it).
+_STAT_JOBS: Final = frozenset({n.JOB_STAT, n.JOB_LOOKUP})
+_PRECONDITION_RANK: Final = {
+    n.PRECONDITION_NONE: 0,
+    n.PRECONDITION_PASS: 1,
+    n.PRECONDITION_RANGE_IGNORED: 2,
+    n.PRECONDITION_FAILED: 3,
+    n.PRECONDITION_NOT_MODIFIED: 3,
+}
+_STATUS_OUTCOMES: Final = {
+    304: n.OUTCOME_NOT_MODIFIED,
+    412: n.OUTCOME_PRECONDITION_FAILED,
+    416: n.OUTCOME_RANGE_NOT_SATISFIABLE,
+    404: n.OUTCOME_NOT_FOUND,
+    410: n.OUTCOME_NOT_FOUND,
+    401: n.OUTCOME_FORBIDDEN,
+    403: n.OUTCOME_FORBIDDEN,
+    405: n.OUTCOME_METHOD_NOT_ALLOWED,
+}
+
+
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_BEFORE_END: Final = contained("before_end", "failed to read the end of a file response")
+_GUARD_END: Final = contained("end", "failed to end a file response")
+_GUARD_JOB: Final = contained("job", "failed to record a worker-pool job")
+_GUARD_JOB_CANCELLED: Final = contained(
+    "job.cancelled", "failed to end a response whose job was cancelled"
+)
+_GUARD_JOB_ON_ERROR: Final = contained("job.on_error", "failed to record a failed worker-pool job")
+_GUARD_JOB_ON_RESULT: Final = contained(
+    "job.on_result", "failed to read a worker-pool job's result"
+)
+
+
+class State(IntEnum):
+    """Where a response is in its life; it only moves forward."""
+
+    PENDING = 0  # made (aiohttp: the FileResponse exists), not started yet
+    SERVING = 1  # resolving, checking, opening
+    HEAD_SENT = 2  # the status went to the server; the body is not complete
+    COMPLETE = 3  # everything the client is owed was handed over: the end is fixed
+    ENDED = 4  # ended and emitted
+    DISCARDED = 5  # not a file response after all: nothing is emitted
+
+
+class Sink(Protocol):
+    """Where a record reports (the instrumentor's telemetry)."""
+
+    def response_started(self, record: ResponseRecord) -> None: ...
+
+    def response_ended(self, record: ResponseRecord) -> None: ...
+
+
+class Scope:
+    """The value of the context variable: the record, and the pool job running
+    it in this worker thread (None on the event loop)."""
+
+    __slots__ = ("job", "record")
+
+    def __init__(self, record: ResponseRecord, job: PoolJob | None = None) -> None:
+        self.record = record
+        self.job = job
+
+
+_CURRENT: ContextVar[Scope | None] = ContextVar("otel_fileresp_scope", default=None)
+
+#: The scope of the file response being served in this context, if any (the
+#: context variable's own getter: no Python frame in the hooks' hot path).
+current_scope: Final[Callable[[], Scope | None]] = _CURRENT.get
+
+
+def current_record() -> ResponseRecord | None:
+    """The record of the file response being served in this context, if any."""
+    scope = _CURRENT.get()
+    return None if scope is None else scope.record
+
+
+def same_file(a: Any, b: Any) -> bool:
+    """Whether two path values name the same file as the framework spells it."""
+    try:
+        return bool(os.fspath(a) == os.fspath(b))
+    except TypeError:  # not a path (None, say)
+        return False
+
+
+def status_of_exception(exc: BaseException) -> int | None:
+    """The HTTP status a framework answers with for an HTTP exception, else None."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and 100 <= status < 600 else None
+
+
+def _not_a_file(ok: bool, result: object) -> bool:
+    """A stat job found something other than a regular file (StaticFiles'
+    check of its own directory): not the stat of the file served."""
+    mode = getattr(result, "st_mode", None) if ok else None
+    return mode is not None and not S_ISREG(mode)
+
+
+def _bodiless(status: int) -> bool:
+    return status < 200 or status in (204, 304)
+
+
+class PoolJob:
+    """One job a response handed to a worker pool."""
+
+    __slots__ = ("is_stat", "kind", "opens", "started", "submitted")
+
+    def __init__(self, kind: str, submitted: int, opens: object, is_stat: bool) -> None:
+        self.kind = kind
+        self.submitted = submitted
+        self.started: int | None = None
+        #: The path this job opens, when the framework module knows it.
+        self.opens = opens
+        #: Whether the job's run is the stat phase.
+        self.is_stat = is_stat
+
+
+class ResponseRecord:
+    """The phases of one file response, collected while it is served."""
+
+    __slots__ = (
+        "_bytes",
+        "_content_encoding",
+        "_end_ns",
+        "_error_type",
+        "_expected",
+        "_expected_bytes",
+        "_file_object_id",
+        "_file_path",
+        "_file_size",
+        "_head",
+        "_jobs",
+        "_last_byte_ns",
+        "_open_start_ns",
+        "_opened",
+        "_outcome",
+        "_phases",
+        "_precondition_header",
+        "_precondition_result",
+        "_read_count",
+        "_read_wait_max_ns",
+        "_read_wait_ns",
+        "_scope",
+        "_send_start_ns",
+        "_sending",
+        "_served",
+        "_sink",
+        "_started_ns",
+        "_stat_by_lookup",
+        "_state",
+        "_status",
+        "_transfer",
+        "_wait_ns",
+        "_wait_spans",
+        "detailed",
+        "framework",
+        "parent",
+        "request_headers",
+        "spans",
+    )
+
+    def __init__(
+        self,
+        sink: Sink,
+        framework: str,
+        parent: context_api.Context | None = None,
+        *,
+        detailed: bool = True,
+        spans: bool = True,
+    ) -> None:
+        self._sink = sink
+        self.framework = framework
+        self.parent = context_api.get_current() if parent is None else parent
+        #: Whether every phase is collected (see the module docs).
+        self.detailed = detailed
+        #: Whether a span of this response may be recorded (decided once, at
+        #: its start, from the parent and the sampler; see _telemetry).
+        self.spans = spans
+        #: The request's headers, for the framework module's translation.
+        self.request_headers: Any = None
+        self._scope = Scope(self)
+        self._state = State.PENDING
+        self._started_ns = 0
+        self._end_ns: int | None = None
+        self._last_byte_ns: int | None = None
+        self._status: int | None = None
+        self._outcome: str | None = None  # from an HTTP exception: no status sent
+        self._error_type: str | None = None
+        self._head = False
+        self._expected_bytes: int | None = None
+        self._bytes = 0
+        self._transfer = n.TRANSFER_NONE
+        self._sending = False
+        self._send_start_ns: int | None = None
+        self._served: tuple[object, ...] = ()
+        self._file_object_id: int | None = None
+        self._opened = False
+        self._open_start_ns: int | None = None
+        self._file_path: object = None
+        self._file_size: int | None = None
+        self._content_encoding: str | None = None
+        self._precondition_result: str | None = None
+        self._precondition_header: str | None = None
+        self._phases: dict[str, list[int]] = {}
+        self._expected: tuple[tuple[str, str], ...] = ()
+        self._stat_by_lookup = False
+        self._jobs = 0
+        self._wait_ns = 0
+        self._wait_spans: list[tuple[str, int, int]] = []
+        self._read_count = 0
+        self._read_wait_ns = 0
+        self._read_wait_max_ns = 0
+
+    # -- life ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def begin(self, *, head: bool = False, started_ns: int | None = None) -> None:
+        """The framework starts to serve the file (a HEAD request if ``head``).
+
+        A record that submitted a job before it began (aiohttp's static lookup)
+        starts at that job's submission."""
+        if head:
+            self._head = True
+        if self._state is not State.PENDING:
+            return
+        self._state = State.SERVING
+        if started_ns is None:
+            started_ns = self._started_ns or perf_counter_ns()
+        self._started_ns = started_ns
+        self._sink.response_started(self)
+
+    def discard(self) -> None:
+        """It turned out not to be a file response: no telemetry."""
+        if self._state is State.PENDING:
+            self._state = State.DISCARDED
+        elif self._state < State.ENDED:
+            self._state = State.DISCARDED
+            self._sink.response_ended(self)
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """The framework returned (or raised ``exc``): end the response, once."""
+        state = self._state
+        if state is State.PENDING:
+            self._state = State.DISCARDED  # never started: nothing to tell
+            return
+        if state >= State.ENDED:
+            return
+        now = perf_counter_ns()
+        complete = state is State.COMPLETE or (state is State.HEAD_SENT and self._all_sent())
+        if not complete:
+            if exc is not None:
+                status = status_of_exception(exc)
+                outcome = None if status is None else _outcome_of_exception(status)
+                if outcome is None:
+                    self._error_type = type(exc).__qualname__
+                else:
+                    self._outcome = outcome
+            else:  # returned without handing over the whole response
+                self._error_type = n.ERROR_INCOMPLETE_BODY
+        if self._end_ns is None:
+            last = self._last_byte_ns if complete else None
+            self._end_ns = last if last is not None else now
+        if self._expected and self.detailed and self._status in (200, 206, 304):
+            self._log_missing_phases()
+        self._state = State.ENDED
+        self._sink.response_ended(self)
+
+    def expect(self, phase: str, hook: str) -> None:
+        """A served file's response has ``phase``, seen by ``hook`` (a name this
+        release must still match): if it ends without it, that is said once."""
+        self._expected = (*self._expected, (phase, hook))
+
+    def _log_missing_phases(self) -> None:
+        for phase, hook in self._expected:
+            if phase not in self._phases:
+                log_once(
+                    f"missing.{self.framework}.{phase}",
+                    f"{self.framework}: a file response ended without its {phase} phase; "
+                    f"{hook} no longer matches what this release (or a subclass) does, "
+                    f"so fileresp.{phase} is missing from the telemetry",
+                    with_traceback=False,
+                )
+
+    def _all_sent(self) -> bool:
+        """Whether everything the client is owed was handed over (head sent)."""
+        status = self._status
+        if self._head or (status is not None and _bodiless(status)):
+            return True
+        expected = self._expected_bytes
+        return expected is not None and self._bytes >= expected
+
+    # -- the file ----------------------------------------------------------------
+
+    def serves(self, path: object, size: int | None = None, *, names_file: bool = True) -> None:
+        """The framework is about to serve ``path`` (a ``FileResponse``'s path, or
+        the representation of it the stat chose: ``names_file=False`` keeps the
+        name the response reports)."""
+        if path is None:
+            return
+        self._served = (path, *self._served)
+        if self.detailed:
+            if names_file:
+                self._file_path = path
+            if size is not None:
+                self._file_size = size
+
+    def looked_up(self, path: object, size: int | None) -> None:
+        """The framework found the regular file ``path`` to serve (a lookup or stat)."""
+        if path is None:
+            return
+        if not self._served:
+            self._served = (path,)
+        if self.detailed:
+            if self._file_path is None:
+                self._file_path = path
+            if size is not None:
+                self._file_size = size
+
+    def is_served(self, path: object) -> bool:
+        """Whether ``path`` is the file this response serves."""
+        return any(same_file(path, served) for served in self._served)
+
+    def file_opened(self, path: object, start_ns: int, end_ns: int) -> bool:
+        """A file was opened in this response's context: True if it is the served one."""
+        if not self.is_served(path):
+            return False
+        self._opened = True
+        if self._open_start_ns is None:
+            self._open_start_ns = start_ns
+        if self.detailed:
+            self._mark(n.PHASE_OPEN, start_ns, end_ns)
+        return True
+
+    def open_failed(self, path: object, start_ns: int) -> bool:
+        """Opening a file failed: True if it was the served one (then its open
+        was tried, though nothing was opened)."""
+        if not self.is_served(path):
+            return False
+        if self._open_start_ns is None:
+            self._open_start_ns = start_ns
+        return True
+
+    @property
+    def open_tried(self) -> bool:
+        """Whether the served file's open was tried (succeeded or not)."""
+        return self._open_start_ns is not None
+
+    def file_object(self, file_object: object) -> None:
+        """The served file's object (its reads are the body reads)."""
+        self._file_object_id = id(file_object)
+
+    def is_served_file_object(self, file_object: object) -> bool:
+        return self._file_object_id is not None and id(file_object) == self._file_object_id
+
+    # -- phases ------------------------------------------------------------------
+
+    def _mark(self, phase: str, start_ns: int, end_ns: int) -> None:
+        interval = self._phases.get(phase)
+        if interval is None:
+            self._phases[phase] = [start_ns, end_ns]
+        else:
+            interval[0] = min(interval[0], start_ns)
+            interval[1] = max(interval[1], end_ns)
+
+    def stat(
+        self,
+        start_ns: int,
+        end_ns: int,
+        path: object = None,
+        size: int | None = None,
+        encoding: str | None = None,
+    ) -> None:
+        """The file (and its variants) was statted; ``path`` is the one chosen."""
+        if path is not None:
+            self.serves(path, size, names_file=False)
+        if self.detailed:
+            self._mark(n.PHASE_STAT, start_ns, end_ns)
+            if size is not None:
+                self._file_size = size
+            if encoding is not None:
+                self._content_encoding = encoding
+
+    def precondition(self, start_ns: int, end_ns: int, result: str, header: str | None) -> None:
+        """Conditional headers were evaluated; the most decisive result wins."""
+        if not self.detailed:
+            return
+        self._mark(n.PHASE_PRECONDITION, start_ns, end_ns)
+        current = self._precondition_result
+        if current is None or _PRECONDITION_RANK[result] >= _PRECONDITION_RANK[current]:
+            self._precondition_result = result
+            self._precondition_header = header
+
+    def precondition_decided(self, now_ns: int, result: str, header: str | None) -> None:
+        """The checks that run on the event loop after the stat decided at ``now_ns``:
+        the phase runs from the end of the stat (once per response)."""
+        if not self.detailed or self._precondition_result is not None:
+            return
+        stat = self._phases.get(n.PHASE_STAT)
+        if stat is not None:
+            self.precondition(stat[1], max(stat[1], now_ns), result, header)
+
+    def combined_job_done(
+        self, end_ns: int, result: str | None, header: str | None, checked: bool
+    ) -> None:
+        """A job doing stat, checks and open (aiohttp's ``_make_response``) ended.
+
+        ``checked`` says the checks ran; the precondition phase runs from the
+        end of the stat to the served file's open (the first after the stat),
+        or to the end of the job; the open phase extends to the job's end (it
+        includes the fstat after the open).
+        """
+        if not self.detailed or not checked:
+            return
+        stat = self._phases.get(n.PHASE_STAT)
+        if stat is None:
+            return
+        open_start = self._open_start_ns
+        if open_start is not None and open_start < stat[1]:
+            open_start = None  # opened before the stat: not by the checks' path
+        if result is None:
+            result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
+        self.precondition(stat[1], end_ns if open_start is None else open_start, result, header)
+        if open_start is not None and self._opened:
+            self._mark(n.PHASE_OPEN, open_start, end_ns)
+
+    def range_ignored(self) -> None:
+        """If-Range did not match, so a Range request got the whole file; that
+        decision ends where the last check (or the stat) ended."""
+        if not self.detailed:
+            return
+        interval = self._phases.get(n.PHASE_PRECONDITION) or self._phases.get(n.PHASE_STAT)
+        if interval is not None:
+            self.precondition(interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, "if-range")
+
+    def has_precondition(self) -> bool:
+        return self._precondition_result is not None
+
+    # -- worker-pool jobs -----------------------------------------------------------
+
+    def wrap_job(
+        self,
+        fn: Callable[..., T],
+        kind: str | None = None,
+        *,
+        opens: object = None,
+        reads: object = None,
+        on_result: Callable[[ResponseRecord, Any], None] | None = None,
+        on_error: Callable[[ResponseRecord, BaseException], None] | None = None,
+        times_stat: bool = True,
+    ) -> Callable[..., T] | None:
+        """``fn``, about to be submitted to a worker pool, wrapped to time its wait
+        and run; None when the job is not part of the response (it ended).
+
+        ``kind`` is what the framework module knows of the job (None: nothing;
+        a worker-side hook may say it later with :meth:`job_is`); ``opens`` the
+        path an open job opens (it is an ``open`` only for the served file);
+        ``reads`` the file object a read job reads (a body read only for the
+        served file's object). While the body is being sent, a job of unknown
+        kind is a body read. A stat or lookup job's run is the stat phase unless
+        ``times_stat`` is False (the framework stats again, and that is timed).
+        ``on_result``/``on_error`` run in the worker.
+        """
+        if self._state >= State.COMPLETE:
+            return None
+        submitted = perf_counter_ns()
+        if self._state is State.PENDING and not self._started_ns:
+            self._started_ns = submitted  # where it starts, if it begins
+        if kind == n.JOB_OPEN and not self.is_served(opens):
+            kind = n.JOB_OTHER
+        elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
+            if not self.is_served_file_object(reads):
+                kind = n.JOB_OTHER
+        elif kind is None:
+            kind = n.JOB_READ if self._sending else n.JOB_OTHER
+        job = PoolJob(kind, submitted, opens, times_stat and kind in _STAT_JOBS)
+        scope = Scope(self, job)
+        record = self
+
+        def run_job(*args: Any, **kwargs: Any) -> T:
+            started = perf_counter_ns()
+            job.started = started
+            token = _CURRENT.set(scope)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                _CURRENT.reset(token)
+                record._job_ran(job, perf_counter_ns(), False, None)
+                if on_error is not None:
+                    with _GUARD_JOB_ON_ERROR:
+                        on_error(record, exc)
+                raise
+            _CURRENT.reset(token)
+            record._job_ran(job, perf_counter_ns(), True, result)
+            if on_result is not None:
+                with _GUARD_JOB_ON_RESULT:
+                    on_result(record, result)
+            return result
+
+        return run_job
+
+    def _stat_job_ran(self, lookup: bool, started: int, ended: int) -> None:
+        """The stat phase spans the stat or lookup jobs of the file (a plain stat
+        of something else, like StaticFiles' one-off check of its directory, is
+        not one); once a lookup ran, plain stats before it are no longer part
+        of it."""
+        if lookup and not self._stat_by_lookup:
+            self._stat_by_lookup = True
+            self._phases.pop(n.PHASE_STAT, None)
+        elif self._stat_by_lookup:
+            return
+        self._mark(n.PHASE_STAT, started, ended)
+
+    def job_is(self, job: PoolJob | None, kind: str) -> None:
+        """(Worker side) the running ``job`` is a ``kind`` job, says a hook inside it."""
+        if job is not None and job.kind == n.JOB_OTHER:
+            job.kind = kind
+
+    def job_cancelled(self, job_future: Any) -> None:
+        """A future's done-callback: a job cancelled while still queued never ran,
+        and the response it started ends here (with ``error.type``)."""
+        with _GUARD_JOB_CANCELLED:
+            if job_future.cancelled():
+                self.begin()
+                self.end(CancelledError())
+
+    def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
+        with _GUARD_JOB:
+            if self._state >= State.ENDED:
+                return  # a job that outlives its response
+            submitted = job.submitted
+            started = job.started if job.started is not None else ended
+            end = self._end_ns
+            if end is not None:
+                if submitted >= end:
+                    return
+                started = min(started, end)
+            wait = started - submitted
+            self._jobs += 1
+            self._wait_ns += wait
+            kind = job.kind
+            if kind == n.JOB_READ:
+                self._transfer = n.TRANSFER_READ
+            elif kind == n.JOB_OPEN and ok and job.opens is not None:
+                self.file_opened(job.opens, started, ended)
+                self.file_object(result)
+            if not self.detailed:
+                return
+            if kind in _WAIT_SPAN_JOBS:
+                self._wait_spans.append((kind, submitted, started))
+                if job.is_stat and not (kind == n.JOB_STAT and _not_a_file(ok, result)):
+                    self._stat_job_ran(kind == n.JOB_LOOKUP, started, ended)
+            elif kind == n.JOB_READ:
+                self._read_count += 1
+                self._read_wait_ns += wait
+                self._read_wait_max_ns = max(self._read_wait_max_ns, wait)
+                self._mark(n.PHASE_SEND, submitted, ended)
+
+    # -- sending -------------------------------------------------------------------
+
+    def head_sent(self, status: int, now_ns: int, content_length: int | None = None) -> None:
+        """The status and headers were handed to the server."""
+        self._status = status
+        if self._state < State.HEAD_SENT:
+            self._state = State.HEAD_SENT
+            self._expected_bytes = content_length
+            self._last_byte_ns = now_ns
+
+    def send_started(self, now_ns: int) -> None:
+        """The framework starts handing the body over without showing its chunks
+        (aiohttp's ``sendfile`` or its read fallback): jobs of unknown kind from
+        now on are body reads."""
+        self._sending = True
+        self._send_start_ns = now_ns
+
+    def send_failed(self, now_ns: int) -> None:
+        """Handing the body over raised at ``now_ns`` (a client gone mid-body): the
+        response ends there, so jobs submitted later (a close) are not its own."""
+        self._sending = False
+        self._end_ns = now_ns
+        start = self._send_start_ns
+        if self.detailed and start is not None:
+            self._mark(n.PHASE_SEND, start, now_ns)
+
+    def body_handed_over(self, size: int, now_ns: int, transfer: str) -> None:
+        """The framework handed the whole body (``size`` bytes; 0 for none) to
+        the connection by ``now_ns``, by ``transfer`` or by the read jobs the
+        record saw (then ``transfer=read``): the response is complete. A HEAD
+        sends no body, whatever the length announced."""
+        if size and not self._head:
+            self._bytes = size
+            self._last_byte_ns = now_ns
+            if self._transfer != n.TRANSFER_READ:
+                self._transfer = transfer
+            if self.detailed:
+                start = self._send_start_ns
+                self._mark(n.PHASE_SEND, now_ns if start is None else start, now_ns)
+        self.body_done(now_ns)
+
+    def body_chunk(self, size: int, now_ns: int) -> None:
+        """``size`` body bytes were handed to the server."""
+        if size:
+            self._bytes += size
+            self._last_byte_ns = now_ns
+            if self.detailed:
+                self._mark(n.PHASE_SEND, now_ns, now_ns)
+
+    def body_done(self, now_ns: int) -> None:
+        """The final body message was handed over: the response is complete."""
+        if self._state >= State.COMPLETE:
+            return
+        self._sending = False
+        self._state = State.COMPLETE
+        self._end_ns = now_ns
+        if self.detailed and n.PHASE_SEND in self._phases:
+            self._mark(n.PHASE_SEND, now_ns, now_ns)
+
+    def pathsend(self, start_ns: int, end_ns: int) -> None:
+        """The server was handed the path to send (ASGI pathsend): it opens the file."""
+        self._transfer = n.TRANSFER_PATHSEND
+        self._bytes = self._file_size or 0
+        if self.detailed:
+            self._mark(n.PHASE_SEND, start_ns, end_ns)
+        self.body_done(end_ns)
+
+    # -- what emission reads ------------------------------------------------------
+
+    @property
+    def started_ns(self) -> int:
+        return self._started_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self._started_ns if self._end_ns is None else self._end_ns
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self._started_ns) / 1e9
+
+    @property
+    def status(self) -> int | None:
+        return self._status
+
+    @property
+    def error_type(self) -> str | None:
+        return self._error_type
+
+    @property
+    def outcome(self) -> str:
+        if self._error_type is not None:
+            return n.OUTCOME_ERROR
+        status = self._status
+        if status is None:
+            return self._outcome or n.OUTCOME_ERROR
+        outcome = _STATUS_OUTCOMES.get(status)
+        if outcome is not None:
+            return outcome
+        if 300 <= status < 400:
+            return n.OUTCOME_REDIRECT
+        if status >= 400:
+            return n.OUTCOME_ERROR
+        if self._head:
+            return n.OUTCOME_HEAD
+        if status == 206:
+            return n.OUTCOME_PARTIAL
+        return n.OUTCOME_SENT
+
+    @property
+    def opened(self) -> bool:
+        return self._opened
+
+    @property
+    def transfer(self) -> str:
+        return self._transfer
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._bytes
+
+    @property
+    def jobs(self) -> int:
+        return self._jobs
+
+    @property
+    def wait_s(self) -> float:
+        return self._wait_ns / 1e9
+
+    @property
+    def serves_a_file(self) -> bool:
+        """False for a redirect (it serves no file), else True."""
+        status = self._status
+        return self._outcome != n.OUTCOME_REDIRECT and not (
+            status is not None and 300 <= status < 400 and status != 304
+        )
+
+    @property
+    def file_path(self) -> str | None:
+        """The served file's path as a string (None when no file is served)."""
+        path = self._file_path
+        if path is None or not self.serves_a_file:
+            return None
+        return os.fsdecode(path) if isinstance(path, bytes) else str(path)
+
+    @property
+    def file_size(self) -> int | None:
+        return self._file_size if self.serves_a_file else None
+
+    @property
+    def content_encoding(self) -> str | None:
+        return self._content_encoding
+
+    @property
+    def precondition_result(self) -> str:
+        return self._precondition_result or n.PRECONDITION_NONE
+
+    @property
+    def precondition_header(self) -> str | None:
+        return self._precondition_header
+
+    def phases(self) -> Iterator[tuple[str, int, int]]:
+        """Each phase that happened, as ``(phase, start_ns, end_ns)``, in start order,
+        clipped to the response's end."""
+        end = self.end_ns
+        for phase, (start, stop) in sorted(self._phases.items(), key=lambda item: item[1][0]):
+            yield phase, min(start, end), min(stop, end)
+
+    def phase_durations(self) -> Mapping[str, float]:
+        """Seconds per phase (detailed records), and the total wait."""
+        durations = {phase: (stop - start) / 1e9 for phase, start, stop in self.phases()}
+        durations[n.PHASE_THREADPOOL_WAIT] = self.wait_s
+        return durations
+
+    @property
+    def wait_spans(self) -> list[tuple[str, int, int]]:
+        """``(job kind, submitted_ns, started_ns)`` of the stat/lookup/open jobs."""
+        return self._wait_spans
+
+    @property
+    def reads(self) -> tuple[int, float, float]:
+        """Body reads in the pool: count, summed wait and longest wait (s)."""
+        return self._read_count, self._read_wait_ns / 1e9, self._read_wait_max_ns / 1e9
+
+
+def _outcome_of_exception(status: int) -> str | None:
+    """The outcome of an HTTP exception the framework raised (its status not sent)."""
+    if status == 304:
+        return None
+    outcome = _STATUS_OUTCOMES.get(status)
+    if outcome is not None:
+        return outcome
+    if 300 <= status < 400:
+        return n.OUTCOME_REDIRECT
+    return None
+
+
+async def serve_as_current(
+    record: ResponseRecord,
+    call: Callable[..., Awaitable[T]],
+    *args: Any,
+    before_end: Callable[[ResponseRecord, BaseException | None], None] | None = None,
+    **kwargs: Any,
+) -> T:
+    """Await ``call`` with ``record`` current, then end the record.
+
+    ``before_end`` reads what the framework knows only at the end (the final
+    status, say); it runs whether ``call`` returned or raised (then with the
+    exception).
+    """
+    token = _CURRENT.set(record._scope)
+    error: BaseException | None = None
+    try:
+        return await call(*args, **kwargs)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _CURRENT.reset(token)
+        if before_end is not None:
+            with _GUARD_BEFORE_END:
+                before_end(record, error)
+        with _GUARD_END:
+            record.end(error)
+        # Break the frame -> exception -> traceback -> frame cycle: it would keep
+        # the framework's frames (and the open file in them) alive until a GC.
+        error = None

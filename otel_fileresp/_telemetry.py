@@ -1,0 +1,364 @@
+# Copyright The otel_fileresp Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Tracer, instruments and settings of an instrumentor; records start and end here.
+
+:class:`Telemetry` makes a :class:`~otel_fileresp._record.ResponseRecord` for
+each file response (or none, when nothing could record it) and, when the
+record ends, hands it to :mod:`otel_fileresp._emit` and to the response
+listeners (:func:`add_response_listener`, the pytest plugin's way in).
+
+How much a record collects is decided here, once per response:
+
+- **no record** while both the tracer and the meter are no-ops (no SDK, or
+  ``NoOpTracerProvider``/``NoOpMeterProvider``; the meter counts as a no-op
+  with ``metrics=false``) or under ``suppress_instrumentation()``;
+- **lean** collection when no span of the response can be recorded and no
+  phase metric but the wait is enabled: the parent is not sampled and the
+  tracer provider's sampler is known to drop every child of an unsampled
+  parent (the SDK's ``ParentBased`` with its default not-sampled delegates,
+  i.e. every ``parentbased_*`` setting). That is decided once per provider and
+  again when the provider changes. Every other sampler is asked, by starting
+  the span, as usual: no sampler decision is ever overridden;
+- **detailed** collection otherwise.
+
+The metric instruments are made once per meter provider and shared by both
+instrumentors, so each has one callback: ``fileresp.opens`` is an observable
+counter read from in-process counts (a response that opened the file pays an
+integer increment), with the ``{framework, 304}`` series reported at 0 from
+``instrument()`` on, so ``increase()`` sees the first regressed open.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Protocol
+
+from opentelemetry import context as context_api
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    MeterProvider,
+    NoOpMeter,
+    Observation,
+)
+from opentelemetry.trace import NoOpTracer, ProxyTracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from otel_fileresp import _emit
+from otel_fileresp import _names as n
+from otel_fileresp._log import contained
+from otel_fileresp._pools import PoolGauges
+from otel_fileresp._record import ResponseRecord, State
+from otel_fileresp.settings import Settings
+from otel_fileresp.version import __version__
+
+try:  # the API's proxy meter, live once a provider is set (private in the API)
+    from opentelemetry.metrics._internal import _ProxyMeter
+except ImportError:  # pragma: no cover - a future API without it
+
+    class _ProxyMeter:  # type: ignore[no-redef]
+        """Stands in for the API's proxy meter: no meter is one."""
+
+
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
+
+
+# Our own failures in these hooks: caught, logged once per key (see _log).
+_GUARD_EMIT_METRICS: Final = contained(
+    "emit.metrics", "failed to record the metrics of a file response"
+)
+_GUARD_EMIT_SPANS: Final = contained("emit.spans", "failed to emit the spans of a file response")
+_GUARD_LISTENER_ENDED: Final = contained("listener.ended", "a response listener failed")
+_GUARD_LISTENER_STARTED: Final = contained("listener.started", "a response listener failed")
+_GUARD_OPENS_OBSERVE: Final = contained("opens.observe", "failed to report fileresp.opens")
+
+
+class ResponseListener(Protocol):
+    """Told of every file response of every instrumentor (see :func:`add_response_listener`)."""
+
+    def response_started(self, record: ResponseRecord) -> None:
+        """A file response started (in the thread serving it)."""
+
+    def response_ended(self, record: ResponseRecord) -> None:
+        """It ended (after its telemetry was emitted) or was discarded
+        (``record.state is State.DISCARDED``: not a file response after all)."""
+
+
+_LISTENERS: list[ResponseListener] = []
+
+
+def add_response_listener(listener: ResponseListener) -> Callable[[], None]:
+    """Tell ``listener`` of every file response from now on; returns the remover.
+
+    Listeners run in the thread that serves the response (the event loop, or a
+    worker thread for a job that ends a response); their failures are logged
+    once and never reach the request.
+    """
+    _LISTENERS.append(listener)
+
+    def remove() -> None:
+        if listener in _LISTENERS:
+            _LISTENERS.remove(listener)
+
+    return remove
+
+
+class OpenCounts:
+    """Files opened for file responses, by framework and status (in process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int | None], int] = {}
+
+    def seed(self, framework: str, status: int) -> None:
+        """Report ``{framework, status}`` from now on, at 0 until an open."""
+        with self._lock:
+            self._counts.setdefault((framework, status), 0)
+
+    def add(self, framework: str, status: int | None) -> None:
+        key = (framework, status)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        observations = []
+        for (framework, status), count in counts:
+            attributes: dict[str, AttributeValue] = {n.ATTR_FRAMEWORK: framework}
+            if status is not None:
+                attributes[n.ATTR_STATUS_CODE] = status
+            observations.append(Observation(count, attributes))
+        return observations
+
+
+class Instruments:
+    """The metric instruments of one meter provider, shared by both instrumentors."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.meter = meter
+        buckets = list(n.DURATION_BUCKETS)
+        self.duration: Histogram = meter.create_histogram(
+            n.METRIC_DURATION,
+            unit="s",
+            description="Duration of file responses, from resolving the file to the last byte.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+        self.phase_duration: Histogram = meter.create_histogram(
+            n.METRIC_PHASE_DURATION,
+            unit="s",
+            description="Duration of each enabled phase of file responses, one point per "
+            "response and phase; threadpool.wait is the response's total wait for workers.",
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+        self.open_counts = OpenCounts()
+        self.opens = meter.create_observable_counter(
+            n.METRIC_OPENS,
+            callbacks=[self._observe_opens],
+            unit="{open}",
+            description="Files opened by Python for a file response, by response status.",
+        )
+        # Worker-pool occupancy gauges; the framework modules note each pool.
+        self.pools = PoolGauges(meter)
+        self._attributes: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
+
+    def _observe_opens(self, options: CallbackOptions) -> Iterable[Observation]:
+        with _GUARD_OPENS_OBSERVE:
+            return self.open_counts.observe(options)
+        return []
+
+    def attributes(self, key: tuple[Any, ...]) -> Mapping[str, AttributeValue]:
+        """The attribute mapping for ``key`` (made once; the SDK hashes it each time)."""
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            attributes = _emit.metric_attributes(key)
+            self._attributes[key] = attributes
+        return attributes
+
+
+_GLOBAL_INSTRUMENTS: list[Instruments] = []
+_INSTRUMENTS: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
+_INSTRUMENTS_LOCK = threading.Lock()
+
+
+def instruments_for(meter_provider: MeterProvider | None) -> Instruments:
+    """The instruments of ``meter_provider`` (None: the global one), made once."""
+    with _INSTRUMENTS_LOCK:
+        if meter_provider is None:
+            if not _GLOBAL_INSTRUMENTS:
+                _GLOBAL_INSTRUMENTS.append(Instruments(_meter(None)))
+            return _GLOBAL_INSTRUMENTS[0]
+        found = _INSTRUMENTS.get(meter_provider)
+        if found is None:
+            found = _INSTRUMENTS[meter_provider] = Instruments(_meter(meter_provider))
+        return found
+
+
+def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
+    return metrics.get_meter(
+        n.INSTRUMENTATION_NAME, __version__, meter_provider, schema_url=SCHEMA_URL
+    )
+
+
+def drops_children_of_unsampled(tracer: object) -> bool:
+    """Whether ``tracer``'s sampler is known to drop every child of an unsampled
+    parent: the SDK's ``ParentBased`` (or a subclass that decides as it does,
+    such as ``ParentBasedTraceIdRatio``) whose not-sampled delegates are the
+    SDK's ``ALWAYS_OFF``. A subclass with its own ``should_sample``, or any
+    other delegate, is asked."""
+    try:
+        from opentelemetry.sdk.trace.sampling import (
+            Decision,
+            ParentBased,
+            StaticSampler,
+        )
+    except ImportError:  # pragma: no cover - the API alone has no sampler
+        return False
+    sampler = getattr(tracer, "sampler", None)
+    if not isinstance(sampler, ParentBased):
+        return False
+    if type(sampler).should_sample is not ParentBased.should_sample:
+        return False
+
+    def drops(delegate: object) -> bool:
+        return type(delegate) is StaticSampler and delegate._decision is Decision.DROP
+
+    return drops(getattr(sampler, "_remote_parent_not_sampled", None)) and drops(
+        getattr(sampler, "_local_parent_not_sampled", None)
+    )
+
+
+class Telemetry:
+    """Tracer, instruments and settings of one instrumentor."""
+
+    __slots__ = (
+        "_decided_for",
+        "_drops_unsampled",
+        "_live",
+        "_phase_detail",
+        "framework",
+        "instruments",
+        "settings",
+        "tracer",
+    )
+
+    def __init__(
+        self,
+        settings: Settings,
+        framework: str,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.framework = framework
+        self.tracer = trace.get_tracer(
+            n.INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL
+        )
+        self.instruments: Instruments | None = None
+        if settings.metrics:
+            self.instruments = instruments_for(meter_provider)
+            self.instruments.open_counts.seed(framework, 304)
+        # Phase metrics other than the wait need every phase collected.
+        self._phase_detail = settings.metrics and bool(
+            settings.phase_metrics - {n.PHASE_THREADPOOL_WAIT}
+        )
+        self._live = False
+        self._decided_for: object = None
+        self._drops_unsampled = False
+
+    # -- deciding what a response collects ----------------------------------------
+
+    def inert(self) -> bool:
+        """True while both the tracer and the meter are no-ops.
+
+        Without an SDK (the API's proxies before any provider is set) or with
+        ``NoOpTracerProvider``/``NoOpMeterProvider``, a record would produce
+        nothing, so none is made: the hooks then only call through. A proxy
+        becomes live as soon as a provider is set, so this is asked for each
+        response (a few attribute reads) until the answer is no, which is final.
+        """
+        if self._live:
+            return False
+        if isinstance(self._real_tracer(), NoOpTracer):
+            instruments = self.instruments
+            meter: object = None if instruments is None else instruments.meter
+            if isinstance(meter, _ProxyMeter):
+                meter = getattr(meter, "_real_meter", meter)
+            if meter is None or isinstance(meter, NoOpMeter):
+                return True
+        self._live = True  # a proxy, once live, stays live
+        return False
+
+    def _real_tracer(self) -> object:
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            return getattr(tracer, "_tracer", tracer)
+        return tracer
+
+    def may_record_spans(self, parent: context_api.Context) -> bool:
+        """False when no span of a response under ``parent`` can be recorded."""
+        tracer = self._real_tracer()
+        if isinstance(tracer, NoOpTracer):
+            return False
+        parent_span = trace.get_current_span(parent).get_span_context()
+        if not parent_span.is_valid or parent_span.trace_flags.sampled:
+            return True
+        if tracer is not self._decided_for:
+            self._drops_unsampled = drops_children_of_unsampled(tracer)
+            self._decided_for = tracer
+        return not self._drops_unsampled
+
+    def new_record(self, parent: context_api.Context | None = None) -> ResponseRecord | None:
+        """A record (not begun) for a response under ``parent`` (default: the
+        current context), or None when instrumentation is suppressed here or
+        nothing could record it."""
+        if self.inert() or not is_instrumentation_enabled():
+            return None
+        if parent is None:
+            parent = context_api.get_current()
+        spans = self.may_record_spans(parent)
+        return ResponseRecord(
+            self, self.framework, parent, detailed=spans or self._phase_detail, spans=spans
+        )
+
+    def start_record(
+        self, parent: context_api.Context | None = None, *, head: bool = False
+    ) -> ResponseRecord | None:
+        """A record begun now, or None (see :meth:`new_record`)."""
+        record = self.new_record(parent)
+        if record is not None:
+            record.begin(head=head)
+        return record
+
+    # -- the record's sink ----------------------------------------------------------
+
+    def response_started(self, record: ResponseRecord) -> None:
+        for listener in _LISTENERS:
+            with _GUARD_LISTENER_STARTED:
+                listener.response_started(record)
+
+    def response_ended(self, record: ResponseRecord) -> None:
+        if record.state is State.ENDED:
+            span_context = None
+            with _GUARD_EMIT_SPANS:
+                if record.spans:
+                    span_context = _emit.spans(self.tracer, self.settings, record)
+            instruments = self.instruments
+            if instruments is not None:
+                with _GUARD_EMIT_METRICS:
+                    _emit.metrics(instruments, self.settings, record, span_context)
+        for listener in _LISTENERS:
+            with _GUARD_LISTENER_ENDED:
+                listener.response_ended(record)
+
+    def note_anyio_limiter(self) -> None:
+        if self.instruments is not None:
+            self.instruments.pools.note_anyio_limiter()
+
+    def note_asyncio_executor(self) -> None:
+        if self.instruments is not None:
+            self.instruments.pools.note_asyncio_executor()

@@ -1,0 +1,401 @@
+"""The response record's rules, one by one, without a server (fast).
+
+The record is driven through its verbs as the framework modules drive it;
+what it reports is read through the properties emission reads. The sink is
+the smallest real one: it keeps the records that started and ended.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from opentelemetry import context as context_api
+
+from otel_fileresp import _names as n
+from otel_fileresp._record import ResponseRecord, State, current_record, serve_as_current
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.started: list[ResponseRecord] = []
+        self.ended: list[ResponseRecord] = []
+
+    def response_started(self, record: ResponseRecord) -> None:
+        self.started.append(record)
+
+    def response_ended(self, record: ResponseRecord) -> None:
+        self.ended.append(record)
+
+
+def new(detailed: bool = True, head: bool = False) -> tuple[ResponseRecord, Sink]:
+    sink = Sink()
+    record = ResponseRecord(sink, "starlette", context_api.Context(), detailed=detailed)
+    record.begin(head=head, started_ns=1_000)
+    return record, sink
+
+
+def run_job(record: ResponseRecord, kind: str | None, **options: Any) -> Any:
+    """Submit and run a job at once (a worker thread's view)."""
+    job = record.wrap_job(lambda *args: args[0] if args else None, kind, **options)
+    assert job is not None
+    return job
+
+
+# -- the served file ------------------------------------------------------------
+
+
+def test_only_the_served_file_is_opened() -> None:
+    record, _ = new()
+    record.looked_up("/srv/app.js", 16)
+    run_job(record, n.JOB_OPEN, opens="/srv/manifest.json")(object())
+    assert not record.opened
+    run_job(record, n.JOB_OPEN, opens="/srv/app.js")(object())
+    assert record.opened
+
+
+def test_a_file_opened_in_the_context_before_anything_is_served_is_not_the_open() -> None:
+    record, _ = new()
+    assert not record.file_opened("/srv/manifest.json", 5, 6)
+    assert not record.opened
+
+
+def test_reads_of_another_file_object_are_not_body_reads() -> None:
+    record, _ = new()
+    record.serves("/srv/app.js", 16)
+    served, other = object(), object()
+    run_job(record, n.JOB_OPEN, opens="/srv/app.js")(served)
+    run_job(record, n.JOB_READ, reads=other)()
+    assert record.reads[0] == 0
+    run_job(record, n.JOB_READ, reads=served)()
+    assert record.reads[0] == 1
+    assert record.transfer == n.TRANSFER_READ
+
+
+def test_the_variant_the_stat_chose_is_served_but_the_name_stays() -> None:
+    record, _ = new()
+    record.serves("/srv/page.html")
+    record.stat(10, 20, "/srv/page.html.br", 7, "br")
+    assert record.file_opened("/srv/page.html.br", 30, 31)
+    assert record.file_path == "/srv/page.html"
+    assert (record.file_size, record.content_encoding) == (7, "br")
+
+
+# -- complete or not ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "head", "content_length", "sent", "error"),
+    [
+        (200, False, 0, 0, None),  # a 0-byte file
+        (304, False, 1024, 0, None),  # bodiless status, whatever it announced
+        (204, False, None, 0, None),
+        (200, True, 1024, 0, None),  # HEAD
+        (200, False, 1024, 1024, None),  # all announced bytes handed over
+        (200, False, 1024, 512, n.ERROR_INCOMPLETE_BODY),
+        (200, False, None, 512, n.ERROR_INCOMPLETE_BODY),  # unknown length, no final message
+    ],
+)
+def test_complete_responses_are_never_errors(
+    status: int, head: bool, content_length: int | None, sent: int, error: str | None
+) -> None:
+    record, _ = new(head=head)
+    record.head_sent(status, 2_000, content_length)
+    record.body_chunk(sent, 3_000)
+    record.end()  # the framework returned without the final body message
+    assert record.error_type == error
+    assert (record.outcome == n.OUTCOME_ERROR) == (error is not None)
+
+
+def test_an_exception_after_a_complete_body_is_not_an_error() -> None:
+    record, _ = new()
+    record.head_sent(200, 2_000, 10)
+    record.body_chunk(10, 3_000)
+    record.end(ConnectionResetError())
+    assert record.error_type is None
+    assert record.end_ns == 3_000  # the last byte, not the exception
+
+
+def test_nothing_sent_and_no_exception_is_incomplete() -> None:
+    record, _ = new()
+    record.end()
+    assert record.error_type == n.ERROR_INCOMPLETE_BODY
+    assert record.status is None
+
+
+# -- statuses and outcomes -------------------------------------------------------------
+
+
+class HTTPError(Exception):
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (404, n.OUTCOME_NOT_FOUND),
+        (403, n.OUTCOME_FORBIDDEN),
+        (401, n.OUTCOME_FORBIDDEN),
+        (405, n.OUTCOME_METHOD_NOT_ALLOWED),
+        (307, n.OUTCOME_REDIRECT),
+    ],
+)
+def test_raised_http_exceptions_set_the_outcome_not_the_status(status: int, outcome: str) -> None:
+    record, _ = new()
+    record.end(HTTPError(status))
+    assert record.status is None
+    assert record.outcome == outcome
+    assert record.error_type is None
+
+
+def test_other_exceptions_are_errors_with_their_type() -> None:
+    record, _ = new()
+    record.end(HTTPError(500))
+    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "HTTPError")
+    record, _ = new()
+    record.end(FileNotFoundError())
+    assert record.error_type == "FileNotFoundError"
+
+
+@pytest.mark.parametrize(
+    ("status", "head", "outcome"),
+    [
+        (200, False, n.OUTCOME_SENT),
+        (200, True, n.OUTCOME_HEAD),
+        (206, False, n.OUTCOME_PARTIAL),
+        (304, False, n.OUTCOME_NOT_MODIFIED),
+        (307, False, n.OUTCOME_REDIRECT),
+        (412, False, n.OUTCOME_PRECONDITION_FAILED),
+        (416, False, n.OUTCOME_RANGE_NOT_SATISFIABLE),
+        (405, False, n.OUTCOME_METHOD_NOT_ALLOWED),
+        (500, False, n.OUTCOME_ERROR),
+    ],
+)
+def test_outcome_of_the_status_sent(status: int, head: bool, outcome: str) -> None:
+    record, _ = new(head=head)
+    record.head_sent(status, 2_000, 0)
+    record.body_done(3_000)
+    record.end()
+    assert record.outcome == outcome
+
+
+def test_a_redirect_names_no_file() -> None:
+    record, _ = new()
+    record.looked_up("/srv/docs/index.html", 10)
+    record.head_sent(307, 2_000, 0)
+    record.body_done(2_500)
+    record.end()
+    assert (record.file_path, record.file_size) == (None, None)
+
+
+# -- jobs and totals ----------------------------------------------------------------------
+
+
+def test_jobs_after_the_end_are_not_the_responses() -> None:
+    record, _ = new()
+    record.head_sent(200, 2_000, 0)
+    record.body_done(3_000)
+    assert record.wrap_job(lambda: None, n.JOB_CLOSE) is None
+
+
+def test_a_wait_counts_only_up_to_the_end() -> None:
+    record, _ = new()
+    job = record.wrap_job(lambda: None, n.JOB_STAT)
+    assert job is not None
+    record.head_sent(200, 2_000, 0)
+    record.body_done(perf_now())  # the response ends while the job is queued
+    job()
+    assert record.jobs == 1
+    assert record.wait_s <= record.duration_s
+
+
+def perf_now() -> int:
+    from time import perf_counter_ns
+
+    return perf_counter_ns()
+
+
+def test_a_job_of_unknown_kind_while_sending_is_a_read() -> None:
+    record, _ = new()
+    record.send_started(2_000)
+    run_job(record, None)()
+    assert record.reads[0] == 1
+
+
+def test_a_worker_side_hook_says_what_the_job_is() -> None:
+    record, _ = new()
+
+    def make_response() -> None:
+        scope_record = current_record()
+        assert scope_record is record
+        from otel_fileresp._record import current_scope
+
+        scope = current_scope()
+        assert scope is not None
+        record.job_is(scope.job, n.JOB_MAKE_RESPONSE)
+
+    job = record.wrap_job(make_response)
+    assert job is not None
+    job()
+    assert [kind for kind, _, _ in record.wait_spans] == [n.JOB_MAKE_RESPONSE]
+
+
+def test_a_job_cancelled_while_queued_ends_its_response() -> None:
+    sink = Sink()
+    record = ResponseRecord(sink, "aiohttp", context_api.Context())
+    future: Future[Any] = Future()
+    future.add_done_callback(record.job_cancelled)
+    assert future.cancel()
+    assert record.state is State.ENDED
+    assert sink.started == sink.ended == [record]
+    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "CancelledError")
+
+
+def test_a_job_that_ran_does_not_end_the_response() -> None:
+    record, sink = new()
+    future: Future[Any] = Future()
+    future.add_done_callback(record.job_cancelled)
+    future.set_result(None)
+    assert record.state is State.SERVING
+    assert sink.ended == []
+
+
+# -- life ----------------------------------------------------------------------------------
+
+
+def test_a_record_ends_once() -> None:
+    record, sink = new()
+    record.end()
+    record.end(RuntimeError())
+    assert sink.ended == [record]
+    assert record.error_type == n.ERROR_INCOMPLETE_BODY
+
+
+def test_a_record_never_begun_tells_nobody() -> None:
+    sink = Sink()
+    record = ResponseRecord(sink, "aiohttp", context_api.Context())
+    record.end()
+    assert (sink.started, sink.ended) == ([], [])
+    assert record.state is State.DISCARDED
+
+
+def test_a_discarded_record_is_told_as_discarded() -> None:
+    record, sink = new()
+    record.discard()
+    assert sink.ended == [record]
+    assert record.state is State.DISCARDED
+
+
+# -- phases ---------------------------------------------------------------------------------
+
+
+def test_lean_records_keep_only_what_the_default_telemetry_needs() -> None:
+    record, _ = new(detailed=False)
+    record.serves("/srv/app.js", 16)
+    record.stat(10, 20, "/srv/app.js", 16, "identity")
+    record.precondition(20, 30, n.PRECONDITION_PASS, "if-none-match")
+    run_job(record, n.JOB_OPEN, opens="/srv/app.js")(object())
+    record.head_sent(200, 2_000, 16)
+    record.body_chunk(16, 3_000)
+    record.body_done(3_000)
+    record.end()
+    assert record.opened and record.jobs == 1
+    assert list(record.phases()) == []
+    assert record.file_path is None and record.wait_spans == []
+    assert record.outcome == n.OUTCOME_SENT
+
+
+def test_the_combined_job_splits_into_stat_checks_and_open() -> None:
+    record, _ = new()
+    record.serves("/srv/app.js")
+    record.stat(10, 20, "/srv/app.js", 16, None)
+    assert record.file_opened("/srv/app.js", 25, 26)
+    record.combined_job_done(30, None, "if-none-match", checked=True)
+    phases = {phase: (start, end) for phase, start, end in record.phases()}
+    assert phases[n.PHASE_STAT] == (10, 20)
+    assert phases[n.PHASE_PRECONDITION] == (20, 25)
+    assert phases[n.PHASE_OPEN] == (25, 30)  # the fstat after the open included
+    assert record.precondition_result == n.PRECONDITION_PASS
+
+
+def test_an_open_before_the_stat_does_not_end_the_checks() -> None:
+    """aiohttp PR #10101's shape: the file opened first, then stat and checks."""
+    record, _ = new()
+    record.serves("/srv/app.js")
+    assert record.file_opened("/srv/app.js", 5, 6)
+    record.stat(10, 20, "/srv/app.js", 16, None)
+    record.combined_job_done(30, n.PRECONDITION_NOT_MODIFIED, "if-none-match", checked=True)
+    phases = {phase: (start, end) for phase, start, end in record.phases()}
+    assert phases[n.PHASE_PRECONDITION] == (20, 30)
+    assert record.opened
+
+
+def test_the_most_decisive_precondition_wins() -> None:
+    record, _ = new()
+    record.precondition(10, 11, n.PRECONDITION_NOT_MODIFIED, "if-none-match")
+    record.precondition(12, 13, n.PRECONDITION_PASS, "if-range")
+    assert record.precondition_result == n.PRECONDITION_NOT_MODIFIED
+    assert record.precondition_header == "if-none-match"
+
+
+# -- being current --------------------------------------------------------------------------
+
+
+def test_serve_as_current_makes_the_record_current_and_ends_it() -> None:
+    import asyncio
+
+    record, sink = new()
+    seen: list[Any] = []
+
+    async def framework() -> str:
+        seen.append(current_record())
+        return "done"
+
+    assert asyncio.run(serve_as_current(record, framework)) == "done"
+    assert seen == [record]
+    assert current_record() is None
+    assert sink.ended == [record]
+
+
+def test_jobs_run_with_their_record_current_in_the_worker() -> None:
+    record, _ = new()
+    seen: list[Any] = []
+    job = record.wrap_job(lambda: seen.append(current_record()))
+    assert job is not None
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(5)
+    assert seen == [record]
+
+
+def test_an_expected_phase_that_never_came_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A future release whose name-matched hook no longer matches: logged, once."""
+    import logging
+
+    from otel_fileresp._log import forget_logged
+
+    forget_logged()
+    caplog.set_level(logging.WARNING, logger="otel_fileresp")
+    for _ in range(2):
+        record, _ = new()
+        record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
+        record.head_sent(200, 2_000, 0)
+        record.end()
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "without its stat phase" in warning
+    assert "StaticFiles.lookup_path" in warning
+    # A response that had it, or that served nothing, says nothing.
+    caplog.clear()
+    forget_logged()
+    record, _ = new()
+    record.expect(n.PHASE_STAT, "hook")
+    record.stat(10, 20)
+    record.head_sent(200, 2_000, 0)
+    record.end()
+    record, _ = new()
+    record.expect(n.PHASE_STAT, "hook")
+    record.end(HTTPError(404))
+    assert caplog.records == []
