@@ -602,8 +602,8 @@ class ResponseRecord:
     def job_cancelled(self, job_future: Any) -> None:
         """A future's done-callback: a job cancelled while still queued never ran,
         and the response it started ends here (with ``error.type``)."""
-        with _GUARD_JOB_CANCELLED:
-            if job_future.cancelled():
+        if job_future.cancelled():  # a method of the future: nothing of ours can fail
+            with _GUARD_JOB_CANCELLED:
                 self.begin()
                 self.end(CancelledError())
 

@@ -402,7 +402,8 @@ class _AiohttpHooks(Hooks):
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
         scope = current_scope()
-        if scope is None:
+        if scope is None or not scope.record.detailed:
+            # A lean record needs nothing from here: opened comes from the open.
             return wrapped(*args, **kwargs)
         record = scope.record
         record.job_is(scope.job, n.JOB_MAKE_RESPONSE)
