@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -169,6 +170,13 @@ class Run:
         return true, true * self.fmax
 
 
+def _rfc3339(text: str) -> float:
+    """Prometheus's timestamps (nanosecond fractions, ``Z``) as Unix seconds."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return stamp + (float(f"0.{fraction}") if fraction else 0.0)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("prometheus")
@@ -218,7 +226,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     ]
 
                 saturated_alerts = wait_for(saturated, "FileResponsePoolSaturated firing", 30)
-                saturated_at = time.time()
+                # A time the rule's expression was true: when it became active
+                # (a query at "now" can race the next scrape under load).
+                saturated_at = _rfc3339(saturated_alerts[0]["activeAt"])
                 gate.set()
                 waiting.join(60)
                 assert [reply.status for reply in held] == [200]
