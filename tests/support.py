@@ -75,6 +75,17 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # -- Starlette (shared with test_starlette.py) --------------------------------
 
 
+class EagerStaticFiles(StaticFiles):
+    """A regression on purpose: opens the served file for a 304 as well."""
+
+    async def get_response(self, path: str, scope: Any) -> Any:
+        response = await super().get_response(path, scope)
+        if response.status_code == 304:
+            file = await anyio.open_file(Path(str(self.directory), path), "rb")
+            await file.aclose()
+        return response
+
+
 def make_app(directory: Path) -> Starlette:
     async def file_route(request: Any) -> FileResponse:
         return FileResponse(os.path.join(directory, request.path_params["name"]))

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 import yaml
 from harness import serve_asgi
@@ -46,21 +44,9 @@ from prometheus_support import (
 )
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from starlette.staticfiles import StaticFiles
-from support import instrumenting, serve
+from support import EagerStaticFiles, instrumenting, serve
 
 OPENED_304_ALERTS = ("FileResponse304OpenedFile", "FileOpenedFor304")
-
-
-class EagerStaticFiles(StaticFiles):
-    """A regression on purpose: opens the served file for a 304 as well."""
-
-    async def get_response(self, path: str, scope: Any) -> Any:
-        response = await super().get_response(path, scope)
-        if response.status_code == 304:
-            file = await anyio.open_file(Path(str(self.directory), path), "rb")
-            await file.aclose()
-        return response
 
 
 def test_the_304_alerts_fire_on_the_first_regressed_open(tmp_path: Path) -> None:

@@ -19,28 +19,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from harness import Telemetry, serve_asgi
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from support import EagerStaticFiles
 from test_report_cli import write_collector_jsonl
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 from otel_fileresp.report import summarize
 from otel_fileresp.report.cli import main
-
-
-class EagerStaticFiles(StaticFiles):
-    """A regression on purpose: opens the file before knowing it is a 304."""
-
-    async def get_response(self, path: str, scope: Any) -> Any:
-        response = await super().get_response(path, scope)
-        if response.status_code == 304:
-            file = await anyio.open_file(Path(str(self.directory), path), "rb")
-            await file.aclose()
-        return response
 
 
 def produce_traces(files: Path, telemetry: Telemetry, static: type[StaticFiles]) -> int:

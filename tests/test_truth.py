@@ -41,6 +41,7 @@ from harness import (
     serve_asgi,
 )
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -252,21 +253,7 @@ def test_aiohttp_static_lookup_cancelled_while_queued_ends_the_response(
     def make_app() -> Any:
         return one_worker_app(site, busy, release)
 
-    with (
-        serve_aiohttp(make_app, handler_cancellation=True) as server,
-        instrumenting("aiohttp", telemetry),
-    ):
-        blocker = threading.Thread(target=lambda: server.request("GET", "/block"))
-        blocker.start()
-        try:
-            assert busy.wait(10)
-            # The lookup job queues behind the busy worker; the client gives up.
-            with pytest.raises(OSError):
-                server.request("GET", "/static/app.js", timeout=0.3)
-            [response] = telemetry.wait_for(RESPONSE, 1)
-        finally:
-            release.set()
-            blocker.join(10)
+    response = leave_while_queued(site, telemetry, busy, release, make_app)
     found = attrs(response)
     assert found["fileresp.outcome"] == "error"
     assert found["error.type"] == "CancelledError"
@@ -298,6 +285,35 @@ def one_worker_app(site: Path, busy: threading.Event, release: threading.Event) 
     app.router.add_get("/block", block)
     app.router.add_static("/static", site)
     return app
+
+
+def leave_while_queued(
+    site: Path,
+    telemetry: Telemetry,
+    busy: threading.Event,
+    release: threading.Event,
+    make_app: Any,
+    after_instrumenting: Any = None,
+) -> ReadableSpan:
+    """The one worker held by ``/block``; a static request whose lookup job
+    queues behind it, and whose client gives up (handler cancellation on)."""
+    with (
+        serve_aiohttp(make_app, handler_cancellation=True) as server,
+        instrumenting("aiohttp", telemetry),
+    ):
+        if after_instrumenting is not None:
+            after_instrumenting()
+        blocker = threading.Thread(target=lambda: server.request("GET", "/block"))
+        blocker.start()
+        try:
+            assert busy.wait(10)
+            with pytest.raises(OSError):
+                server.request("GET", "/static/app.js", timeout=0.3)
+            [response] = telemetry.wait_for(RESPONSE, 1)
+        finally:
+            release.set()
+            blocker.join(10)
+    return response
 
 
 # -- 4. the close after the last byte is not the response's ----------------------
@@ -650,22 +666,12 @@ def test_aiohttp_lookup_cancelled_while_queued_behind_contrib_threading(
         return one_worker_app(site, busy, release)
 
     threading_instrumentor = ThreadingInstrumentor()
-    with (
-        serve_aiohttp(make_app, handler_cancellation=True) as server,
-        instrumenting("aiohttp", telemetry),
-    ):
-        threading_instrumentor.instrument()
-        blocker = threading.Thread(target=lambda: server.request("GET", "/block"))
-        blocker.start()
-        try:
-            assert busy.wait(10)
-            with pytest.raises(OSError):
-                server.request("GET", "/static/app.js", timeout=0.3)
-            [response] = telemetry.wait_for(RESPONSE, 1)
-        finally:
-            release.set()
-            blocker.join(10)
-            threading_instrumentor.uninstrument()
+    try:
+        response = leave_while_queued(
+            site, telemetry, busy, release, make_app, threading_instrumentor.instrument
+        )
+    finally:
+        threading_instrumentor.uninstrument()
     assert attrs(response)["error.type"] == "CancelledError"
 
 
