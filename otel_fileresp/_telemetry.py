@@ -30,6 +30,7 @@ integer increment), with the ``{framework, 304}`` series reported at 0 from
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -113,6 +114,13 @@ class OpenCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int | None], int] = {}
+        _FORK_SAFE.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets a new lock: the parent's metric reader may have
+        held this one at the fork, and nothing in the child would release it.
+        The counts are the parent's so far, as the SDK's own counters are."""
+        self._lock = threading.Lock()
 
     def seed(self, framework: str, status: int) -> None:
         """Report ``{framework, status}`` from now on, at 0 until an open."""
@@ -180,9 +188,21 @@ class Instruments:
         return attributes
 
 
+# Every OpenCounts of this process, for the child of a fork.
+_FORK_SAFE: weakref.WeakSet[OpenCounts] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _INSTRUMENTS_LOCK  # noqa: PLW0603 - replaced only in a fresh child
+    _INSTRUMENTS_LOCK = threading.Lock()
+    for counts in list(_FORK_SAFE):
+        counts.after_fork_in_child()
+
+
 _GLOBAL_INSTRUMENTS: list[Instruments] = []
 _INSTRUMENTS: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
 _INSTRUMENTS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def instruments_for(meter_provider: MeterProvider | None) -> Instruments:
