@@ -42,11 +42,13 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   ``fileresp.content_encoding`` says which variant was served (``br``,
   ``gzip`` or ``identity``);
 - ``pathlib.Path.open``, acting only while a file response is being served,
-  sets ``fileresp.opened`` and times ``fileresp.open`` when the path opened is
-  the served file (``FileResponse``'s path or the variant the stat chose), by
-  whoever opens it (aiohttp's open job or its ``_make_response``, a
-  ``FileResponse`` subclass); other files (an ``on_response_prepare`` signal
-  reading a template, say) do not count;
+  times ``fileresp.open`` when the path opened is the served file
+  (``FileResponse``'s path or the variant the stat chose), by whoever opens
+  it (aiohttp's open job or its ``_make_response``, a ``FileResponse``
+  subclass), and tells a failed open. ``fileresp.opened`` comes from Python's
+  ``open`` audit event (see ``otel_fileresp._record``), so an
+  ``on_response_prepare`` signal reading the served file with the builtin
+  ``open()`` counts too; other files (a template, say) do not;
 - from 3.11.10, ``FileResponse._make_response`` (one executor job doing stat,
   precondition checks, open and fstat, reported as job ``make_response``) is
   split into ``fileresp.stat``, ``fileresp.precondition`` (from the end of the
@@ -360,6 +362,7 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or current_scope() is not None or telemetry.inert():
             return None
+        self.verify_patches()
         with _GUARD_AIOHTTP_START:
             holder = vars(response).pop(_HOLDER, None)
             if holder is _SUPPRESSED:
@@ -452,17 +455,25 @@ class _AiohttpHooks(Hooks):
             return wrapped(*args, **kwargs)
         return _sent(scope.record, instance, wrapped(*args, **kwargs))
 
-    def decision(self, result: str) -> Callable[..., Any]:
-        """Wrapper of ``_not_modified`` / ``_precondition_failed``: the on-loop decision."""
+    def not_modified(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """``_not_modified`` (up to 3.11.9): the on-loop checks answered 304."""
+        return self._decided(n.PRECONDITION_NOT_MODIFIED, wrapped, args, kwargs)
 
-        def decided(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-            scope = current_scope()
-            if scope is not None:
-                with _GUARD_AIOHTTP_DECISION:
-                    _decide_on_loop(scope.record, result)
-            return wrapped(*args, **kwargs)
+    def precondition_failed(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """``_precondition_failed`` (up to 3.11.9): the on-loop checks answered 412."""
+        return self._decided(n.PRECONDITION_FAILED, wrapped, args, kwargs)
 
-        return decided
+    @staticmethod
+    def _decided(result: str, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        scope = current_scope()
+        if scope is not None:
+            with _GUARD_AIOHTTP_DECISION:
+                _decide_on_loop(scope.record, result)
+        return wrapped(*args, **kwargs)
 
 
 async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) -> T:
@@ -516,11 +527,6 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         else:
             patches.append(Patch(_FILE_RESPONSE, "_sendfile", hooks.send))
             # Up to 3.11.9 the checks run on the loop: their decision is timed here.
-            patches.extend(
-                Patch(_FILE_RESPONSE, name, hooks.decision(result))
-                for name, result in (
-                    ("_not_modified", n.PRECONDITION_NOT_MODIFIED),
-                    ("_precondition_failed", n.PRECONDITION_FAILED),
-                )
-            )
+            patches.append(Patch(_FILE_RESPONSE, "_not_modified", hooks.not_modified))
+            patches.append(Patch(_FILE_RESPONSE, "_precondition_failed", hooks.precondition_failed))
         return patches

@@ -287,7 +287,9 @@ def test_span_count_is_bounded_by_phases_not_size(served: Any, telemetry: Teleme
     [send] = [s for s in large_spans if s.name == "fileresp.send"]
     assert send.attributes["fileresp.read.count"] >= 160  # 10 MB in 64 KiB reads
     assert send.attributes["fileresp.bytes"] == 10 * 1024 * 1024
-    assert attrs(large)["fileresp.threadpool.jobs"] >= 163  # + lookup, open, close
+    # + lookup and open; the read that finds the end of the file runs after
+    # the last byte (Content-Length reached), so it is not the response's.
+    assert attrs(large)["fileresp.threadpool.jobs"] >= 162
 
 
 def test_parent_is_the_asgi_server_span(files: Path, telemetry: Telemetry) -> None:
