@@ -458,6 +458,7 @@ class Row:
     got: dict[float, float]  # the real Prometheus (or the native port for exponential)
     port: dict[float, float]  # the Python port of histogram_quantile
     phase: dict[float, float] | None = None  # fileresp.phase.duration's panel
+    note: str = ""  # the exponential histogram's scale
 
     def error(self, q: float) -> float:
         return (self.got[q] - self.exact[q]) / self.exact[q]
@@ -508,11 +509,12 @@ def measure(
         quantiles = {q: point.quantile(q) for q in QUANTILES}
         rows.append(
             Row(
-                f"exponential (scale {point.scale})",
+                "exponential",
                 mix.name,
                 {q: exact_quantile(values, q) for q in QUANTILES},
                 quantiles,
                 quantiles,
+                note=f", scale {point.scale}",
             )
         )
     return rows
@@ -592,21 +594,26 @@ def report(
     n: int,
 ) -> tuple[str, list[tuple[str, str, bool]]]:
     parts, checks = [], []
+    mixes = {row.mix for row in rows}
     parts.append(
         f"{n} samples per mix (seed {SEED}). Exact quantile / what the query returns (ms), "
         "and the error; classic layouts through the real Prometheus, the exponential "
-        "histogram from the SDK's data point (Prometheus 2.42's native rule).\n"
+        "histogram from the SDK's data point (Prometheus 2.42's native rule). Mixes:\n\n"
+        + "\n".join(f"- {mix.name}: {mix.what}" for mix in MIXES if mix.name in mixes)
+        + "\n"
     )
+    layouts = list(dict.fromkeys(row.layout for row in rows))
+    by_key = {(row.layout, row.mix): row for row in rows}
     body = []
-    for row in rows:
-        body.append(
-            [row.layout, row.mix]
-            + [
-                f"{_ms(row.exact[q])} / {_ms(row.got[q])} ({row.error(q) * 100:+.1f} %)"
-                for q in QUANTILES
-            ]
-        )
-    parts.append(table(["layout", "mix", "p50", "p95", "p99"], body))
+    for mix in dict.fromkeys(row.mix for row in rows):
+        for q in QUANTILES:
+            first = by_key[(layouts[0], mix)]
+            cells = [mix, f"p{round(q * 100)}", _ms(first.exact[q])]
+            for layout in layouts:
+                row = by_key[(layout, mix)]
+                cells.append(f"{_ms(row.got[q])} ({row.error(q) * 100:+.1f} %{row.note})")
+            body.append(cells)
+    parts.append(table(["mix", "q", "exact (ms)", *(f"{x} (ms)" for x in layouts)], body))
     mismatch = [
         (r.layout, r.mix, q)
         for r in rows
