@@ -278,7 +278,9 @@ def exponential_point(samples: Sequence[float]) -> Exponential:
     )
     try:
         histogram = provider.get_meter(names.INSTRUMENTATION_NAME).create_histogram(
-            names.METRIC_DURATION, unit="s", explicit_bucket_boundaries_advisory=list(OLD_BUCKETS)
+            names.METRIC_DURATION,
+            unit="s",
+            explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
         )
         for value in samples:
             histogram.record(value, DURATION_ATTRIBUTES)
