@@ -786,7 +786,16 @@ class ResponseRecord:
 
     @property
     def error_type(self) -> str | None:
-        return self._error_type
+        """Why the response failed: the exception, ``incomplete_body``, or an
+        error status the framework sent without one (Starlette's 400 for a
+        malformed Range, a 500): that status, as OpenTelemetry's
+        ``error.type`` convention says. None when it did not fail."""
+        if self._error_type is not None:
+            return self._error_type
+        status = self._status
+        if status is not None and status >= 400 and status not in _STATUS_OUTCOMES:
+            return str(status)
+        return None
 
     @property
     def outcome(self) -> str:

@@ -485,9 +485,10 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
         raise
     status = response.status
     size = 0
-    if status in (200, 206):
-        # Compression drops the Content-Length: then a 200 sent the whole file.
-        size = response.content_length or (record.file_size if status == 200 else 0) or 0
+    if 200 <= status < 300 and status != 204:
+        # Any status the app chose for a whole file (200, 203, ...) or a 206.
+        # Compression drops the Content-Length: then a whole file was sent.
+        size = response.content_length or (record.file_size if status != 206 else 0) or 0
     record.body_handed_over(size, perf_counter_ns(), n.TRANSFER_SENDFILE)
     return writer
 

@@ -127,9 +127,15 @@ def _content_length(headers: Any) -> int | None:
     return None
 
 
+_WEBSOCKET_DENIAL: Final = "websocket."
+
+
 def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
     """``message`` went to the server: tell the record."""
     kind = message.get("type")
+    if isinstance(kind, str) and kind.startswith(_WEBSOCKET_DENIAL):
+        # A FileResponse refusing a websocket (``websocket.http.response.*``).
+        kind = kind[len(_WEBSOCKET_DENIAL) :]
     now = perf_counter_ns()
     if kind == "http.response.body":
         record.body_chunk(len(message.get("body", b"")), now)
@@ -280,7 +286,10 @@ class _StarletteHooks(Hooks):
         self.verify_patches()
         with _GUARD_STARLETTE_START:
             scope = _asgi_arguments(*args, **kwargs)[0]
-            if scope.get("type") != "http":
+            kind = scope.get("type")
+            # A FileResponse may also refuse a websocket with a file (the ASGI
+            # websocket denial response); StaticFiles serves HTTP only.
+            if kind != "http" and not (kind == "websocket" and response is not None):
                 return None
             record = telemetry.start_record(head=scope.get("method") == "HEAD")
             if record is None:

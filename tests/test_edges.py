@@ -616,3 +616,129 @@ def test_starlette_file_larger_than_its_stat_keeps_the_wait_within_the_response(
     for response in recorded:
         duration = ((response.end_time or 0) - (response.start_time or 0)) / 1e9
         assert attrs(response)["fileresp.threadpool.wait"] <= duration
+
+
+# -- what the client was sent ------------------------------------------------
+
+
+def test_starlette_websocket_denial_with_a_file_is_a_file_response(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """A ``FileResponse`` sent to refuse a websocket (ASGI's websocket denial
+    response, ``websocket.http.response.*``) opens and sends the file: it is
+    recorded like any file response (main 1d21066: no span, no metric)."""
+    import socket
+
+    import starlette
+    from harness import serve_asgi
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import WebSocketRoute
+
+    if tuple(int(p) for p in starlette.__version__.split(".")[:2]) < (0, 37):
+        pytest.skip("websocket denial responses exist from Starlette 0.37")
+
+    async def refuse(websocket: Any) -> None:
+        await websocket.send_denial_response(FileResponse(site / "app.js", status_code=403))
+
+    app = Starlette(routes=[WebSocketRoute("/ws", refuse)])
+    with serve_asgi(app, ws="wsproto") as server, instrumenting("starlette", telemetry):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            received = b""
+            while not received.endswith(BODY):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 403") and received.endswith(BODY)
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    found = attrs(response)
+    assert found["http.response.status_code"] == 403
+    assert found["fileresp.opened"] is True
+    assert found["fileresp.bytes"] == len(BODY)
+    assert found["file.name"] == "app.js"
+
+
+def test_starlette_malformed_range_400_is_an_error_with_its_type(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """Starlette (0.39+) answers a malformed Range with a 400 of its own:
+    ``outcome=error`` with an ERROR span status and ``error.type=400`` (main
+    1d21066: status UNSET, no error.type)."""
+    import starlette
+    from harness import serve_asgi
+    from opentelemetry.trace import StatusCode
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    if tuple(int(p) for p in starlette.__version__.split(".")[:2]) < (0, 39):
+        pytest.skip("Range requests are served from Starlette 0.39")
+    app = Starlette(routes=[Mount("/static", StaticFiles(directory=str(site)))])
+    with serve_asgi(app) as server, instrumenting("starlette", telemetry):
+        reply = server.request("GET", "/static/app.js", {"Range": "bytes=abc"})
+        assert reply.status == 400
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    found = attrs(response)
+    assert found["fileresp.outcome"] == "error"
+    assert found["error.type"] == "400"
+    assert response.status.status_code is StatusCode.ERROR
+
+
+def test_aiohttp_whole_file_with_a_status_the_app_chose_counts_its_body(
+    site: Path, telemetry: Telemetry
+) -> None:
+    """``web.FileResponse(path, status=203)``: the whole body was sent (main
+    1d21066: ``transfer=none``, ``bytes=0``)."""
+    from aiohttp import web
+    from harness import serve_aiohttp
+
+    def make_app() -> Any:
+        async def handler(request: Any) -> Any:
+            return web.FileResponse(site / "app.js", status=203)
+
+        app = web.Application()
+        app.router.add_get("/f", handler)
+        return app
+
+    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+        reply = server.request("GET", "/f")
+        assert (reply.status, reply.body) == (203, BODY)
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    found = attrs(response)
+    assert found["http.response.status_code"] == 203
+    assert found["fileresp.bytes"] == len(BODY)
+    assert found["fileresp.transfer"] == "sendfile"
+
+
+def test_a_framework_below_the_range_is_refused_whoever_loads_us(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """contrib 0.51b0-0.52b1's ``opentelemetry-instrument`` skips the
+    dependency check (``skip_dep_check=True``): the package checks the
+    framework's release itself and refuses loudly (main 1d21066 patched
+    Starlette 0.14, whose 200s were then recorded ``opened=false``)."""
+    from starlette.staticfiles import StaticFiles
+
+    from otel_fileresp import StarletteFileResponseInstrumentor
+
+    monkeypatch.setattr(
+        StarletteFileResponseInstrumentor, "framework_requirements", ("starlette >= 99",)
+    )
+    instrumentor = StarletteFileResponseInstrumentor()
+    with caplog.at_level(logging.ERROR, logger="otel_fileresp"):
+        instrumentor.instrument(
+            skip_dep_check=True,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        )
+    try:
+        assert not hasattr(vars(StaticFiles)["__call__"], "_self_wrapper")
+        assert any("starlette >= 99" in r.getMessage() for r in caplog.records), caplog.records
+    finally:
+        instrumentor.uninstrument()
