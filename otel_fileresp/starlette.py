@@ -81,6 +81,7 @@ from time import perf_counter_ns
 from typing import Any, Final
 
 from otel_fileresp import _names as n
+from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained
 from otel_fileresp._patching import Patch
@@ -154,10 +155,21 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
     cancelled while the server had it (trio's hypercorn delivers the final
     body message, then cancels the sender on ``http.disconnect``); an
     exception from the server (``OSError``: the client is gone) means it was
-    not delivered."""
+    not delivered, and so does a message the server drops because the client
+    left (see :mod:`otel_fileresp._asgi_servers`)."""
+
+    client_gone = None
+    with _GUARD_STARLETTE_SEND:
+        client_gone = client_gone_check(send)
 
     async def send_observed(message: Message) -> None:
         started = perf_counter_ns()
+        if client_gone is not None and client_gone():
+            # The client left: the server drops what it is sent now, so it is
+            # not handed over (the response ends incomplete unless every
+            # byte owed went before).
+            await send(message)
+            return
         try:
             await send(message)
         except BaseException as exc:

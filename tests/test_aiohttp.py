@@ -608,15 +608,26 @@ def test_stat_span_covers_the_variant_candidates(
     lasts at least that many delays (a lower bound a sleep guarantees)."""
     delay_s = 0.02
     probed: list[str] = []
-    original_stat = pathlib.Path.stat
+    inside: list[bool] = []
 
-    def slow_candidate_stat(self: pathlib.Path, *args: Any, **kwargs: Any) -> os.stat_result:
-        if self.name in ("small.txt.br", "small.txt.gz"):
-            probed.append(self.name)
-            time.sleep(delay_s)
-        return original_stat(self, *args, **kwargs)
+    def slowed(original: Any) -> Any:
+        # aiohttp looks the candidates up with Path.lstat (3.10.2+), which
+        # calls Path.stat up to Python 3.13 and os.lstat from 3.14: both are
+        # slowed, once per lookup.
+        def slow_candidate(self: pathlib.Path, *args: Any, **kwargs: Any) -> os.stat_result:
+            if self.name in ("small.txt.br", "small.txt.gz") and not inside:
+                probed.append(self.name)
+                time.sleep(delay_s)
+            inside.append(True)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                inside.pop()
 
-    monkeypatch.setattr(pathlib.Path, "stat", slow_candidate_stat)
+        return slow_candidate
+
+    monkeypatch.setattr(pathlib.Path, "stat", slowed(pathlib.Path.stat))
+    monkeypatch.setattr(pathlib.Path, "lstat", slowed(pathlib.Path.lstat))
     ex = site.request("/file/small.txt", {"Accept-Encoding": "br, gzip"})
     monkeypatch.undo()
 
