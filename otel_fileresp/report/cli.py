@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
+from otel_fileresp.probe import cli as probe_cli
 from otel_fileresp.report import summarize
 from otel_fileresp.report.aggregate import DEFAULT_TOP
 from otel_fileresp.report.model import CheckResult
@@ -48,6 +49,8 @@ _EXIT_STATUS: Final = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "probe":
+        return probe_cli.run(args, PROG)
     try:
         report = summarize(args.files, top=args.top)
     except InputError as exc:
@@ -100,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
     )
+    probe_cli.add_parser(commands)
     return parser
 
 
