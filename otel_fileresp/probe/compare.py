@@ -5,13 +5,14 @@
 Each scenario is judged on its facts, framework by framework (a framework in
 only one of the two is named and skipped). The rules, in order:
 
-1. **Status.** A status that changed *to* one RFC 9110 asks for (the
-   scenario's ``expected_status``) from one it does not is an improvement:
-   the framework gained the feature the request uses (Starlette 0.39+
-   answering ``Range`` with 206 where 0.38 sent the whole file, 416 where it
-   sent 200). The other facts of that scenario are then listed, not judged,
-   since the two responses are not the same response. Any other status
-   change is a regression.
+1. **Status.** A status that changed to one RFC 9110 prefers over the old
+   one (the scenario's ``expected_status`` lists the acceptable answers, the
+   preferred first; any other status ranks last) is an improvement: the
+   framework gained the feature the request uses (Starlette 0.39+ answering
+   ``Range`` with 206 where 0.38 sent the whole file, 416 where it sent 200).
+   The other facts of that scenario are then listed, not judged, since the
+   two responses are not the same response. Any other status change is a
+   regression.
 2. **Body length** (same status) changed: a regression, unless the
    ``Content-Encoding`` changed with it (another pre-compressed sibling
    served), which is listed as a change.
@@ -175,9 +176,9 @@ def _compare_scenario(
     def add(kind: str, message: str) -> None:
         result.findings.append(Finding(kind, framework, name, message))
 
-    expected = set(new.get("expected_status") or old.get("expected_status") or ())
+    expected = list(new.get("expected_status") or old.get("expected_status") or ())
     if old["status"] != new["status"]:
-        if new["status"] in expected and old["status"] not in expected:
+        if _rank(new["status"], expected) < _rank(old["status"], expected):
             add(
                 BETTER,
                 f"status {old['status']} -> {new['status']}, as RFC 9110 asks"
@@ -227,7 +228,12 @@ def _compare_scenario(
         if phase in new_phases or _explained(phase, old, new):
             continue
         add(WORSE, f"phase span gone: {phase} (the package no longer sees it)")
-    added = [phase for phase in new_phases if phase not in old_phases]
+    opened_now = not old["opened"] and new["opened"]
+    added = [
+        phase
+        for phase in new_phases
+        if phase not in old_phases and not (phase == "open" and opened_now)
+    ]
     if added:
         add(CHANGED, f"new phase span(s): {', '.join(added)}")
     for key, label in (
@@ -239,6 +245,11 @@ def _compare_scenario(
             add(CHANGED, f"{label} {old.get(key) or '-'} -> {new.get(key) or '-'}")
     if old.get("stable", True) and not new.get("stable", True):
         add(CHANGED, "its facts now differ between runs (the worst run is compared)")
+
+
+def _rank(status: int, expected: list[int]) -> int:
+    """How much RFC 9110 prefers ``status`` for the scenario (0 best)."""
+    return expected.index(status) if status in expected else len(expected)
 
 
 def _explained(phase: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -5,14 +5,14 @@
 How each framework is served (in this process, nothing but loopback):
 
 - **Starlette** (and **FastAPI**): ``Starlette(routes=[Mount("/static",
-  StaticFiles(directory=...))])`` (``FastAPI()`` with the same mount) is
-  called as an ASGI application, inside ``anyio.run`` on asyncio, so every
+  StaticFiles(directory=...)), Route("/handler/{name}", ...)])`` (``FastAPI()``
+  with the same mount and route) is called as an ASGI application, inside ``anyio.run`` on asyncio, so every
   worker-thread job goes through anyio's real thread pool. The scope is the
   one uvicorn's HTTP/1.1 server passes (ASGI ``spec_version`` 2.3, no
   ``http.response.pathsend`` extension), so Starlette 1.8+ streams the body
   from a child task and no release hands the file to the server. Body bytes
   are what the application sent (a server would drop a HEAD body);
-- **aiohttp**: ``web.static("/static", ...)`` served by a real
+- **aiohttp**: ``web.static("/static", ...)`` and ``/handler/{name}`` served by a real
   ``web.AppRunner`` on ``127.0.0.1`` and an ephemeral port, asked with a
   minimal HTTP/1.1 client over a socket (``Connection: close``), so aiohttp's
   own HTTP machinery, executor and ``sendfile`` run. Body bytes are what
@@ -70,6 +70,7 @@ _PHASE_BY_SPAN: Final = {
     n.SPAN_THREADPOOL_WAIT: n.PHASE_THREADPOOL_WAIT,
 }
 _MOUNT: Final = "/static"
+_HANDLER: Final = "/handler"
 
 
 class ProbeError(Exception):
@@ -211,7 +212,7 @@ async def _rounds(
         for scenario in scenarios:
             recorder.clear()
             headers = scenario.request_headers(etag, last_modified)
-            reply = await request(scenario.method, f"{_MOUNT}/{scenario.file}", headers)
+            reply = await request(scenario.method, scenario.path, headers)
             responses = await recorder.asettle() if on_loop else recorder.responses
             observations[scenario].append(_observation(reply, recorder, responses))
     return observations
@@ -281,7 +282,7 @@ def _summary(scenario: Scenario, observed: list[Observation]) -> dict[str, Any]:
         "description": scenario.description,
         "method": scenario.method,
         "file": scenario.file,
-        "expected_status": sorted(scenario.expected),
+        "expected_status": list(scenario.expected),
         "status": first.reply.status,
         "body_bytes": max(o.reply.body_bytes for o in observed),
         "content_encoding": first.reply.headers.get("content-encoding", "identity"),
@@ -301,18 +302,31 @@ def _summary(scenario: Scenario, observed: list[Observation]) -> dict[str, Any]:
 
 
 def _asgi_app(framework: str, root: Path) -> Any:
+    from starlette.responses import FileResponse
     from starlette.staticfiles import StaticFiles
+
+    async def handler(request: Any) -> Any:
+        return FileResponse(str(root / request.path_params["name"]))
 
     if framework == "fastapi":
         from fastapi import FastAPI
 
+        async def fastapi_handler(name: str) -> Any:
+            return FileResponse(str(root / name))
+
         app = FastAPI()
         app.mount(_MOUNT, StaticFiles(directory=str(root)))
+        app.add_api_route(f"{_HANDLER}/{{name}}", fastapi_handler, methods=["GET", "HEAD"])
         return app
     from starlette.applications import Starlette
-    from starlette.routing import Mount
+    from starlette.routing import Mount, Route
 
-    return Starlette(routes=[Mount(_MOUNT, app=StaticFiles(directory=str(root)))])
+    return Starlette(
+        routes=[
+            Mount(_MOUNT, app=StaticFiles(directory=str(root))),
+            Route(f"{_HANDLER}/{{name}}", handler),
+        ]
+    )
 
 
 async def _serve_asgi(
@@ -400,8 +414,12 @@ async def _serve_aiohttp(
 ) -> dict[Scenario, list[Observation]]:
     from aiohttp import web
 
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(root / request.match_info["name"])
+
     app = web.Application()
     app.router.add_static(_MOUNT, str(root))
+    app.router.add_get(f"{_HANDLER}/{{name}}", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

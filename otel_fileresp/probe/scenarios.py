@@ -14,7 +14,10 @@ The probe serves a temporary directory it fills with these files:
                a Brotli encoding: the server never decodes it)
 ============== ================================================================
 
-and sends, for each scenario, one request (``Connection: close``). The
+and serves it two ways: ``/static/`` is the framework's static-files route
+(Starlette ``StaticFiles``, aiohttp ``web.static``), ``/handler/{name}`` a
+handler that returns a bare ``FileResponse`` for the file (GET and HEAD).
+For each scenario it sends one request (``Connection: close``). The
 validators (``ETag``, ``Last-Modified``) are the ones the framework itself
 sent for ``page.txt`` on a warm-up request; a framework that sends no ETag
 gets ``"probe-no-etag"``, which can never match.
@@ -36,7 +39,10 @@ scenario               method request headers (beyond Host)                  RFC
 ``not_found``          GET    (none), ``missing.txt``                        404
 ``empty_file``         GET    (none), ``empty.txt``                          200
 ``large_file``         GET    (none), ``large.bin``                          200
-``directory``          GET    (none), ``dir``                                403 or 404
+``directory``          GET    (none), ``dir``                                404 or 403
+``handler_get``        GET    (none), ``page.txt`` from a handler            200
+``handler_head``       HEAD   (none), ``page.txt`` from a handler            200
+``handler_not_modified`` GET  ``If-None-Match: <ETag>``, from a handler      304
 ``compressed_none``    GET    (none), ``text.txt`` (aiohttp only)            200
 ``compressed_gzip``    GET    ``Accept-Encoding: gzip`` (aiohttp only)       200
 ``compressed_br``      GET    ``Accept-Encoding: br, gzip`` (aiohttp only)   200
@@ -44,7 +50,8 @@ scenario               method request headers (beyond Host)                  RFC
 
 ``<LM>`` is the ``Last-Modified`` the framework sent, ``<2001>`` is
 ``Mon, 01 Jan 2001 00:00:00 GMT``. The last column is what RFC 9110 says the
-request should get (:attr:`Scenario.expected`); the probe records what the
+request should get (:attr:`Scenario.expected`, the preferred answer first: a
+server may ignore a multi-range request and send the whole file); the probe records what the
 framework answered, whatever it is. A framework that does not implement a
 feature answers something else (Starlette before 0.39 ignores ``Range`` and
 answers 200; Starlette never evaluates ``If-Match``); ``--against`` uses this
@@ -88,10 +95,18 @@ class Scenario:
     #: The file, relative to the served directory.
     file: str
     headers: tuple[tuple[str, str], ...] = ()
-    #: What RFC 9110 says the request should get (any of them).
-    expected: frozenset[int] = frozenset({200})
+    #: What RFC 9110 says the request should get, the preferred answer first.
+    expected: tuple[int, ...] = (200,)
     #: Only aiohttp serves pre-compressed siblings.
     aiohttp_only: bool = False
+    #: ``static`` (StaticFiles / ``web.static``) or ``handler`` (a handler
+    #: returning a bare ``FileResponse``).
+    route: str = "static"
+
+    @property
+    def path(self) -> str:
+        """The request path."""
+        return f"/{self.route}/{self.file}"
 
     def request_headers(self, etag: str | None, last_modified: str | None) -> list[tuple[str, str]]:
         """The headers, with the warm-up's validators filled in."""
@@ -99,8 +114,8 @@ class Scenario:
         return [(name, values.get(value, value)) for name, value in self.headers]
 
 
-def _s(*codes: int) -> frozenset[int]:
-    return frozenset(codes)
+def _s(*codes: int) -> tuple[int, ...]:
+    return codes
 
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
@@ -173,7 +188,18 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario("not_found", "a file that does not exist", "GET", MISSING, (), _s(404)),
     Scenario("empty_file", "GET a 0-byte file", "GET", EMPTY),
     Scenario("large_file", "GET a 4 MiB file", "GET", LARGE),
-    Scenario("directory", "GET a directory", "GET", DIRECTORY, (), _s(403, 404)),
+    Scenario("directory", "GET a directory", "GET", DIRECTORY, (), _s(404, 403)),
+    Scenario("handler_get", "GET, handler returning FileResponse", "GET", PAGE, route="handler"),
+    Scenario("handler_head", "HEAD, same handler", "HEAD", PAGE, route="handler"),
+    Scenario(
+        "handler_not_modified",
+        "If-None-Match = ETag, same handler",
+        "GET",
+        PAGE,
+        (("If-None-Match", ETAG),),
+        _s(304),
+        route="handler",
+    ),
     Scenario(
         "compressed_none",
         "file with .gz/.br siblings, no Accept-Encoding",
