@@ -73,7 +73,9 @@ def test_the_commands_run(tmp_path: Path) -> None:
     assert (tmp_path / "probe-baseline.json").exists()
 
 
-@pytest.mark.parametrize("anchor", ["1-before-the-bump-save-a-baseline", "what-each-step-can-and-cannot-prove"])
+@pytest.mark.parametrize(
+    "anchor", ["1-before-the-bump-save-a-baseline", "what-each-step-can-and-cannot-prove"]
+)
 def test_anchors_exist(anchor: str) -> None:
     headings = re.findall(r"^#+ (.+)$", PAGE.read_text(), re.MULTILINE)
     slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}

@@ -163,7 +163,11 @@ def test_release_facts(saved: tuple[Path, dict[str, Any], str]) -> None:
     assert starlette["range"]["status"] == (206 if STARLETTE >= (0, 39) else 200)
     assert starlette["range_unsatisfiable"]["status"] == (416 if STARLETTE >= (0, 39) else 200)
     aiohttp = facts(result, "aiohttp")
-    opens_early = AIOHTTP >= (3, 11, 10)  # one _make_response job: open before the range/HEAD checks
+    opens_early = AIOHTTP >= (
+        3,
+        11,
+        10,
+    )  # one _make_response job: open before the range/HEAD checks
     assert aiohttp["head"]["opened"] is opens_early
     assert aiohttp["range_unsatisfiable"]["status"] == 416
     assert aiohttp["range_unsatisfiable"]["opened"] is opens_early
@@ -216,7 +220,7 @@ def test_against_fails_on_an_extra_pool_job(saved: tuple[Path, dict[str, Any], s
 def test_timings_are_judged_only_with_max_slowdown(
     saved: tuple[Path, dict[str, Any], str], tmp_path: Path
 ) -> None:
-    path, baseline, _ = saved
+    _, baseline, _ = saved
     fast = copy.deepcopy(baseline)
     for framework in fast["frameworks"]:
         for scenario in framework["scenarios"]:

@@ -94,9 +94,16 @@ def _spans(responses: list[Response]):  # (response, name, trace, span, parent, 
             "file.name": "app.js",
             **response.attributes,
         }
-        yield response, "fileresp.response", trace_id, span_id, None, start, start + (
-            response.duration_ns
-        ), attributes
+        yield (
+            response,
+            "fileresp.response",
+            trace_id,
+            span_id,
+            None,
+            start,
+            start + (response.duration_ns),
+            attributes,
+        )
         at = start
         for phase_index, (phase, duration) in enumerate(response.phases.items()):
             if phase == "open" and not response.opened:
@@ -127,9 +134,7 @@ def write_otlp(path: Path, responses: list[Response]) -> Path:
                 "kind": 1,
                 "startTimeUnixNano": str(start),
                 "endTimeUnixNano": str(end),
-                "attributes": [
-                    {"key": k, "value": _otlp_value(v)} for k, v in attributes.items()
-                ],
+                "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in attributes.items()],
             }
         )
     lines = []
@@ -309,9 +314,7 @@ def test_a_status_that_never_opened_now_opens(
 def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     old = write_otlp(tmp_path / "old.jsonl", draw(1, 200))
     new = write_otlp(tmp_path / "new.jsonl", draw(2, 200, send_scale=3.0))
-    status, out = run(
-        capsys, new, "--baseline", old, "--max-p99-growth", "2", "--format", "json"
-    )
+    status, out = run(capsys, new, "--baseline", old, "--max-p99-growth", "2", "--format", "json")
     assert status == EXIT_WORSE_THAN_BASELINE
     document = json.loads(out)
     assert document["failed"] is True

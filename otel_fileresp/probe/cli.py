@@ -46,8 +46,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=CHOICES,
         default="all",
         help=(
-            "what to probe (default all installed); starlette includes FastAPI when it"
-            " is installed"
+            "what to probe (default all installed); starlette includes FastAPI when it is installed"
         ),
     )
     probe.add_argument(

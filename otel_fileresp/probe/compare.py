@@ -120,7 +120,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise BaselineError(name, f"not JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-        raise BaselineError(name, f"not a probe baseline (no \"schema\": \"{SCHEMA}\")")
+        raise BaselineError(name, f'not a probe baseline (no "schema": "{SCHEMA}")')
     version = document.get("schema_version")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise BaselineError(
@@ -138,7 +138,7 @@ def compare(
     max_slowdown: float | None = None,
     strict_opens: bool = False,
 ) -> Comparison:
-    """Judge ``now`` (a :func:`~otel_fileresp.probe.runner.run_probe` result) against ``baseline``."""
+    """Judge ``now`` (a :func:`~otel_fileresp.probe.runner.run_probe` result) by ``baseline``."""
     result = Comparison()
     old_frameworks = {f["framework"]: f for f in baseline["frameworks"]}
     new_frameworks = {f["framework"]: f for f in now["frameworks"]}
@@ -259,7 +259,7 @@ def _explained(phase: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bo
     if phase == "threadpool.wait":
         return (new["pool_jobs"] or 0) == 0
     if phase == "send":
-        return new["body_bytes"] == 0
+        return bool(new["body_bytes"] == 0)
     return False
 
 

@@ -6,8 +6,9 @@ How each framework is served (in this process, nothing but loopback):
 
 - **Starlette** (and **FastAPI**): ``Starlette(routes=[Mount("/static",
   StaticFiles(directory=...)), Route("/handler/{name}", ...)])`` (``FastAPI()``
-  with the same mount and route) is called as an ASGI application, inside ``anyio.run`` on asyncio, so every
-  worker-thread job goes through anyio's real thread pool. The scope is the
+  with the same mount and route) is called as an ASGI application, inside
+  ``anyio.run`` on asyncio, so every worker-thread job goes through anyio's
+  real thread pool. The scope is the
   one uvicorn's HTTP/1.1 server passes (ASGI ``spec_version`` 2.3, no
   ``http.response.pathsend`` extension), so Starlette 1.8+ streams the body
   from a child task and no release hands the file to the server. Body bytes
@@ -32,6 +33,8 @@ that was not instrumented before is uninstrumented afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import importlib.util
 import platform
 import socket
@@ -309,12 +312,13 @@ def _asgi_app(framework: str, root: Path) -> Any:
         return FileResponse(str(root / request.path_params["name"]))
 
     if framework == "fastapi":
-        from fastapi import FastAPI
+        # Imported by name: FastAPI is optional, and absent where mypy runs.
+        fastapi: Any = importlib.import_module("fastapi")
 
         async def fastapi_handler(name: str) -> Any:
             return FileResponse(str(root / name))
 
-        app = FastAPI()
+        app = fastapi.FastAPI()
         app.mount(_MOUNT, StaticFiles(directory=str(root)))
         app.add_api_route(f"{_HANDLER}/{{name}}", fastapi_handler, methods=["GET", "HEAD"])
         return app
@@ -456,10 +460,8 @@ async def _http_request(port: int, method: str, path: str, headers: list[tuple[s
         data = await reader.read()  # to the end: the server closes
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
@@ -469,4 +471,3 @@ async def _http_request(port: int, method: str, path: str, headers: list[tuple[s
         name, _, value = line.partition(":")
         parsed[name.strip().lower()] = value.strip()
     return Reply(status, parsed, len(body))
-

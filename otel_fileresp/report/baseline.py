@@ -112,8 +112,7 @@ class Comparison:
     def reasons(self) -> list[str]:
         """One line per regression."""
         found = [
-            f"{o.framework}: status {o.status} opened the file {o.now.opened} time(s);"
-            f" {_never(o)}"
+            f"{o.framework}: status {o.status} opened the file {o.now.opened} time(s); {_never(o)}"
             for o in self.opens
             if o.worse and o.now is not None
         ]
@@ -272,7 +271,9 @@ def compare_reports(
                 and min(before.count, after.count) >= min_samples
             )
             worse = judged and growth is not None and growth > (max_p99_growth or 0)
-            result.phases.append(PhaseChange(framework, phase, before, after, growth, judged, worse))
+            result.phases.append(
+                PhaseChange(framework, phase, before, after, growth, judged, worse)
+            )
         old_counts = baseline.status_counts.get(framework, {})
         new_counts = now.status_counts.get(framework, {})
         for status in sorted(old_counts.keys() | new_counts.keys(), key=lambda s: (s is None, s)):
@@ -400,7 +401,9 @@ def _comparison_as_dict(comparison: Comparison) -> dict[str, object]:
                 "baseline": None
                 if o.baseline is None
                 else {"responses": o.baseline.responses, "opened": o.baseline.opened},
-                "now": None if o.now is None else {"responses": o.now.responses, "opened": o.now.opened},
+                "now": None
+                if o.now is None
+                else {"responses": o.now.responses, "opened": o.now.opened},
                 "worse": o.worse,
                 "note": o.note,
             }
