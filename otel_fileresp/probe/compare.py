@@ -290,7 +290,8 @@ def _compare_timings(
             continue
         timing = Timing(framework, new["name"], phase, old_medians[phase], new_medians[phase])
         result.timings.append(timing)
-        if max_slowdown is not None and timing.ratio > max_slowdown:
+        # A baseline median of 0 (below the resolution) has no ratio to judge.
+        if max_slowdown is not None and timing.baseline_ms > 0 and timing.ratio > max_slowdown:
             result.findings.append(
                 Finding(
                     WORSE,

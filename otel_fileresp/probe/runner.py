@@ -276,7 +276,7 @@ def _summary(scenario: Scenario, observed: list[Observation]) -> dict[str, Any]:
     ]
     phases = {phase for o in recorded for phase in o.phases}
     medians = {
-        phase: round(statistics.median(values), 4)
+        phase: round(statistics.median(values), 6)
         for phase in TIMED_PHASES
         if (values := [o.durations_ms[phase] for o in recorded if phase in o.durations_ms])
     }
