@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from harness import RESPONSE, Telemetry, attrs, instrumenting, responses
 from support import send_request, serve
+from test_truth import head_then_close, saturated_after_head
 
 APPS = Path(__file__).resolve().parent / "apps"
 TRACED = "getpid,openat,open,stat,lstat,fstat,newfstatat,statx,readlink,lseek,write"
@@ -535,21 +536,6 @@ def test_aiohttp_signal_opening_the_served_file_on_a_304_is_seen(site: Path) -> 
 # -- totals within the response ----------------------------------------------
 
 
-def _head_then_close(port: int, path: str) -> bytes:
-    """Read the response head, then close: all a 0-byte file owes the client."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-    return head.split(b"\r\n", 1)[0]
-
-
 def test_starlette_empty_file_is_recorded_the_same_way_every_time(
     tmp_path: Path, telemetry: Telemetry
 ) -> None:
@@ -568,7 +554,7 @@ def test_starlette_empty_file_is_recorded_the_same_way_every_time(
     runs = 15
     with serve_asgi(app) as server, instrumenting("starlette", telemetry):
         for _ in range(runs):
-            assert _head_then_close(server.port, "/static/empty.txt").endswith(b" 200 OK")
+            assert head_then_close(server.port, "/static/empty.txt").endswith(b" 200 OK")
         recorded = telemetry.wait_for(RESPONSE, runs)
     time.sleep(0.2)
     spans = telemetry.spans()
@@ -838,7 +824,6 @@ def test_starlette_client_that_left_mid_body_is_not_sent(
     from starlette.middleware.gzip import GZipMiddleware
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
-    from test_truth import saturated_after_head
 
     root = tmp_path / "site"
     root.mkdir()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from otel_fileresp._argtypes import int_at_least
 from otel_fileresp.probe.compare import BaselineError, compare, load_baseline
 from otel_fileresp.probe.render import render_comparison, render_result
 from otel_fileresp.probe.runner import FRAMEWORKS, ProbeError, installed, run_probe
@@ -51,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     probe.add_argument(
         "--runs",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DEFAULT_RUNS,
         metavar="N",
         help=f"run every scenario N times; durations are medians (default {DEFAULT_RUNS})",
@@ -132,16 +133,6 @@ def _frameworks(choice: str) -> list[str]:
     if choice == "starlette" and installed("fastapi"):
         return ["starlette", "fastapi"]
     return [choice]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
 
 
 def _factor(text: str) -> float:

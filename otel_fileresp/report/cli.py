@@ -41,6 +41,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
+from otel_fileresp._argtypes import int_at_least
 from otel_fileresp.probe import cli as probe_cli
 from otel_fileresp.report import summarize
 from otel_fileresp.report.aggregate import DEFAULT_TOP
@@ -242,14 +243,7 @@ def _growth(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+_non_negative_int: Final = int_at_least(0)
 
 
 def _write(text: str) -> None:
