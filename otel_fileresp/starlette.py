@@ -62,8 +62,10 @@ A client that leaves mid-body: Starlette 1.8+ sees ``http.disconnect`` and
 stops without an exception, reported as ``error.type=incomplete_body``, unless
 the whole body announced by ``content-length`` had been handed over already
 (a 0-byte file, a HEAD, a 304 are complete with their head). Earlier releases
-keep reading the file into the closed connection (uvicorn drops the
-messages), so the response ends ``sent`` with every byte counted.
+keep reading the file into the closed connection, and uvicorn and hypercorn
+drop those messages without telling the app: their own state says the
+client left (:mod:`otel_fileresp._asgi_servers`), so those messages are not
+handed over and the response ends ``incomplete_body`` too.
 
 Supported and tested: see docs/compatibility.md.
 """
