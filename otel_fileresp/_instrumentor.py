@@ -20,7 +20,13 @@ from otel_fileresp._patching import Patch, PatchSet
 from otel_fileresp._telemetry import Telemetry
 from otel_fileresp.settings import Settings
 
-_SETTING_KEYWORDS = ("capture_path", "phase_spans", "phase_metrics", "metrics")
+_SETTING_KEYWORDS = (
+    "capture_path",
+    "phase_spans",
+    "phase_metrics",
+    "metrics",
+    "flush_on_shutdown",
+)
 
 
 class Hooks:
@@ -41,8 +47,8 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
     """Base of the Starlette and aiohttp instrumentors.
 
     ``instrument()`` accepts ``tracer_provider``, ``meter_provider``,
-    ``capture_path``, ``phase_spans``, ``phase_metrics`` and ``metrics`` (see
-    :mod:`otel_fileresp.settings`).
+    ``capture_path``, ``phase_spans``, ``phase_metrics``, ``metrics`` and
+    ``flush_on_shutdown`` (see :mod:`otel_fileresp.settings`).
     """
 
     #: The distribution the framework is installed as, its import name, the

@@ -74,6 +74,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from time import perf_counter_ns
 from typing import Any, Final
 
+from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained
@@ -338,4 +339,6 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
                 hooks.should_use_range,
                 required=False,
             ),
+            # The app's startup and shutdown: zero series, pool, flush.
+            *_lifecycle.starlette_patches(hooks),
         )
