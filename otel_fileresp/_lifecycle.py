@@ -10,11 +10,12 @@ others at ``uninstrument()``.
 FastAPI's) ``Router.lifespan`` sends ``lifespan.startup.complete``, or
 aiohttp's ``Application.startup()`` returns (``AppRunner.setup()``, so
 ``web.run_app`` and gunicorn's ``GunicornWebWorker``). From then on this
-process reports the ``fileresp.opens`` series ``{framework, 304}`` at 0 and
-notes its event loop's worker pool for the ``fileresp.threadpool.*`` gauges
-(a process whose server runs no lifespan starts at its first file response
-instead). A process that only imported and instrumented the app, such as a
-gunicorn master, reports neither.
+process reports the ``fileresp.opens`` series ``{framework, 304}`` at 0 (a
+process whose server runs no lifespan starts at its first file response
+instead). The ``fileresp.threadpool.*`` gauges report the pools of the loops
+that served a file response (see :mod:`otel_fileresp._pools`). A process that
+only imported and instrumented the app, such as a gunicorn master, reports
+neither.
 
 **At shutdown**, with ``flush_on_shutdown`` (the default), the global tracer
 and meter providers are flushed (``force_flush``; never ``shutdown``, and no
@@ -176,7 +177,6 @@ def _starlette_lifespan(hooks: Hooks) -> Callable[..., Awaitable[None]]:
                 started = True
                 with _GUARD_SERVING:
                     telemetry.serving()
-                    telemetry.note_anyio_limiter()
             elif kind in _SHUTDOWN_ENDS:
                 await flush()
             await send(message)
@@ -211,7 +211,6 @@ def _aiohttp_startup(hooks: Hooks) -> Callable[..., Awaitable[None]]:
         if telemetry is not None:
             with _GUARD_SERVING:
                 telemetry.serving()
-                telemetry.note_asyncio_executor()
 
     return startup
 
