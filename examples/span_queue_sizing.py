@@ -130,7 +130,7 @@ def _aiohttp_spans(static: Path, phase_spans: bool) -> dict[str, int]:
 
 
 class _Sink(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
@@ -264,7 +264,9 @@ def main() -> None:
         for name, count in (("starlette", _starlette_spans), ("aiohttp", _aiohttp_spans)):
             for phase_spans in (True, False):
                 counts = count(static, phase_spans)
-                print(f"| {name} | {str(phase_spans).lower()} | {counts['200']} | {counts['304']} |")
+                print(
+                    f"| {name} | {str(phase_spans).lower()} | {counts['200']} | {counts['304']} |"
+                )
 
     port = _free_port()
     sink = multiprocessing.Process(target=_serve_sink, args=(port,), daemon=True)
@@ -278,7 +280,8 @@ def main() -> None:
             except OSError:
                 time.sleep(0.05)
         print()
-        print(f"export throughput, full queue, no producer: {_throughput(endpoint, 50_000):.0f} spans/s")
+        best = _throughput(endpoint, 50_000)
+        print(f"export throughput, full queue, no producer: {best:.0f} spans/s")
         print()
         print("| responses/s asked (reached) | spans/response | queue | spans ended | dropped |")
         print("|---|---|---|---|---|")

@@ -17,10 +17,11 @@ OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
 The batch span processor and the metric reader are set to export every 60 s,
 so nothing is exported on schedule during a test: what the receiver gets was
 flushed by the package when the app shut down (its lifespan shutdown or
-aiohttp's cleanup; the apps have no flush code) or at interpreter exit. The test sends N requests (200s and 304s), SIGTERMs the
-server and asserts exactly N ``fileresp.response`` spans, with the right
-status, outcome, ``opened`` and ``transfer``, and N ``fileresp.duration``
-observations, per worker.
+aiohttp's cleanup; the apps have no flush code) or at interpreter exit. The
+test sends N requests (200s and 304s), SIGTERMs the server and asserts
+exactly N ``fileresp.response`` spans, with the right status, outcome,
+``opened`` and ``transfer``, and N ``fileresp.duration`` observations, per
+worker.
 
 **Reaching every worker deterministically.** Workers share the listening
 socket, so which one accepts a connection is up to the kernel. The test
@@ -615,7 +616,7 @@ def test_prometheus_per_worker_ports(tmp_path: Path, preload: bool) -> None:
         per_worker = sorted(_duration_count(exposition) for exposition in workers)
         stop(server)
     # Each worker reports the positive control.
-    assert all('fileresp_opens_total{' in exposition for exposition in workers)
+    assert all("fileresp_opens_total{" in exposition for exposition in workers)
     # The master serves nothing: not even the 304 zero series (the positive
     # control of docs/proving-304.md is only reported where an app serves).
     assert "fileresp_" not in master, master

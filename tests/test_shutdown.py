@@ -194,13 +194,13 @@ def test_starlette_shutdown_failure_still_flushes_and_fails(files: Path, sdk: Gl
         yield
         raise RuntimeError("the app's shutdown failed")
 
-    app = Starlette(
-        routes=[Mount("/static", StaticFiles(directory=str(files)))], lifespan=lifespan
-    )
+    app = Starlette(routes=[Mount("/static", StaticFiles(directory=str(files)))], lifespan=lifespan)
     with instrumented(StarletteFileResponseInstrumentor(), sdk):
-        with pytest.raises(BaseException):  # noqa: B017,PT011 - whatever this release raises
-            with TestClient(app) as client:
-                assert client.get("/static/small.txt").status_code == 200
+        with (
+            pytest.raises(BaseException),  # noqa: B017 - whatever this release raises
+            TestClient(app) as client,
+        ):
+            assert client.get("/static/small.txt").status_code == 200
         assert len(sdk.response_spans()) == 1
 
 
@@ -289,7 +289,9 @@ def test_aiohttp_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None:
     seen: list[set[Any]] = []
 
     def opens_now() -> None:
-        seen.append({tuple(sorted(o.attributes.items())) for o in instruments.open_counts.observe(None)})
+        seen.append(
+            {tuple(sorted(o.attributes.items())) for o in instruments.open_counts.observe(None)}
+        )
 
     with instrumented(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
         instruments = _telemetry.instruments_for(sdk.meter_provider)
@@ -320,7 +322,7 @@ def test_flush_is_bounded_and_does_not_block_the_loop(
     """A provider that hangs: the shutdown waits at most the timeout, the loop runs."""
     slow = _SlowProvider(2.0)
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: slow)
-    monkeypatch.setattr(metrics, "get_meter_provider", lambda: object())  # no force_flush
+    monkeypatch.setattr(metrics, "get_meter_provider", object)  # no force_flush
     forget_logged()
     ticks: list[float] = []
 
@@ -343,7 +345,9 @@ def test_flush_is_bounded_and_does_not_block_the_loop(
     assert len(ticks) >= 10  # the loop kept running while the flush waited
     assert slow.calls and slow.calls[0] <= 300
     assert "did not finish within 0.3 s" in caplog.text
-    assert not [t for t in threading.enumerate() if t.name == "otel_fileresp-flush" and not t.daemon]
+    assert not [
+        t for t in threading.enumerate() if t.name == "otel_fileresp-flush" and not t.daemon
+    ]
 
 
 def test_flush_skips_providers_without_force_flush(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,8 +364,8 @@ def test_flush_failure_is_logged_once(
         def force_flush(self, timeout_millis: float = 30_000) -> bool:
             raise RuntimeError("exporter broke")
 
-    monkeypatch.setattr(trace, "get_tracer_provider", lambda: Broken())
-    monkeypatch.setattr(metrics, "get_meter_provider", lambda: Broken())
+    monkeypatch.setattr(trace, "get_tracer_provider", Broken)
+    monkeypatch.setattr(metrics, "get_meter_provider", Broken)
     forget_logged()
     with caplog.at_level(logging.WARNING, logger="otel_fileresp"):
         for _ in range(2):
