@@ -117,9 +117,13 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
         if not self.is_instrumented_by_opentelemetry:
             raise RuntimeError("instrument() first")
         previous = self._hooks.telemetry
-        self._hooks.telemetry = self._telemetry(
+        telemetry = self._telemetry(
             tracer_provider=tracer_provider, meter_provider=meter_provider, **settings
         )
+        # The block serves in this process (a test): its zero series are
+        # reported from the start, as in a server from its app's startup.
+        telemetry.serving()
+        self._hooks.telemetry = telemetry
         try:
             yield
         finally:
