@@ -521,6 +521,15 @@ def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
     instances = {(s.pid, s.resource.get("service.instance.id")) for s in received.spans()}
     assert len({pid for pid, _ in instances}) == len(instances) == setup.workers
     assert len({i for _, i in instances if i}) == setup.workers
+    # fileresp.opens comes from the workers only (a gunicorn master that
+    # instrumented and served nothing sends no series), each with its 304
+    # series at 0: the positive control is there once per serving process.
+    workers = {pin.pid for pin in pins}
+    opens = received.latest_points("fileresp.opens")
+    assert {point.resource.get("process.pid") for point in opens} == workers
+    zero = [p for p in opens if p.attributes.get("http.response.status_code") == 304]
+    assert sorted(p.resource.get("process.pid") for p in zero) == sorted(workers)
+    assert {p.value for p in zero} == {0}
     for span in received.spans("fileresp.response"):
         assert span.attributes["fileresp.framework"] == setup.framework
         assert span.attributes["file.name"] == "hello.txt"
