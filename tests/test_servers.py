@@ -631,3 +631,30 @@ def test_prometheus_per_worker_ports(tmp_path: Path, preload: bool) -> None:
     assert "fileresp_" not in master, master
     assert per_worker == sorted(len(p.statuses) for p in pins) == [5, 10]
     assert "Prometheus metrics on 127.0.0.1" in server.log()
+
+
+def test_prometheus_worker_without_a_port_logs_an_error(tmp_path: Path) -> None:
+    """Every worker port taken: each worker still serves, and says at ERROR
+    that its metrics are not served (no silent gap in the scrape)."""
+    base = _free_ports(3)
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(base),
+    }
+    setup = SETUPS["gunicorn-uvicorn-worker"]
+    with ExitStack() as taken:
+        for port in (base + 1, base + 2):
+            sock = taken.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        with running(tmp_path, setup.command, EXAMPLES, None, env) as server:
+            pins = _pin_workers(server, 2)
+            _serve(pins, 4)
+            _stop(server, signal.SIGTERM)
+    errors = [line for line in server.log().splitlines() if "no free Prometheus port" in line]
+    assert len(errors) == 2, server.log()
+    assert all("[ERROR]" in line for line in errors), errors
+    assert {str(pin.pid) for pin in pins} == {
+        line.split("worker ")[1].split(":")[0] for line in errors
+    }
