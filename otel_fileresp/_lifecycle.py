@@ -184,7 +184,7 @@ def _starlette_lifespan(hooks: Hooks) -> Callable[..., Awaitable[None]]:
         try:
             await wrapped(scope, receive, observed_send)
         except Exception:
-            # Starlette < 0.26 raises from a failed shutdown without sending
+            # Starlette 0.15 raises from a failed shutdown without sending
             # lifespan.shutdown.failed: the server is stopping all the same.
             if started:
                 await flush()
@@ -194,8 +194,11 @@ def _starlette_lifespan(hooks: Hooks) -> Callable[..., Awaitable[None]]:
 
 
 def starlette_patches(hooks: Hooks) -> list[Patch]:
-    """``Router.lifespan``: every Starlette release from 0.15 has it, FastAPI's
-    ``APIRouter`` inherits it, and it runs for an app with no lifespan too."""
+    """``Router.lifespan(self, scope, receive, send)``, sending
+    ``lifespan.shutdown.complete``: in every Starlette release from 0.15 to
+    1.10 (read in 0.15.0, 0.16.0-0.20.4, 0.27.0, 0.32.0, 0.36.3, 0.38.6,
+    0.41.3, 0.45.3, 0.48.0, 1.10.0); FastAPI's ``APIRouter`` inherits it, and
+    it runs for an app with no lifespan too."""
     return [Patch("starlette.routing:Router", "lifespan", _starlette_lifespan(hooks))]
 
 
@@ -238,7 +241,8 @@ async def _aiohttp_flush(hooks: Hooks) -> None:
 
 
 def aiohttp_patches(hooks: Hooks) -> list[Patch]:
-    """``Application.startup`` and ``.cleanup`` (every release from 3.9): the
+    """``Application.startup`` and ``.cleanup``, called by ``AppRunner`` (read
+    in 3.9.2, 3.9.5, 3.10.11, 3.11.9, 3.11.10, 3.12.15, 3.13.2, 3.14.5): the
     runner calls them for the app it serves (sub-applications get their
     signals from the parent's, not through these methods)."""
     return [
