@@ -508,7 +508,7 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
             # Every release: an open of the served file by anything serving the
             # response (aiohttp's open job or `_make_response`, a subclass).
             Patch("pathlib:Path", "open", hooks.path_open),
-            # The app's startup and cleanup: zero series, pool, flush.
+            # The app's startup and cleanup: the zero series, the flush (_lifecycle).
             *_lifecycle.aiohttp_patches(hooks),
         ]
         if combined_job:

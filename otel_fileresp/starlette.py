@@ -339,6 +339,6 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
                 hooks.should_use_range,
                 required=False,
             ),
-            # The app's startup and shutdown: zero series, pool, flush.
+            # The app's startup and shutdown: the zero series, the flush (_lifecycle).
             *_lifecycle.starlette_patches(hooks),
         )
