@@ -24,7 +24,13 @@ from otel_fileresp._record import watch_opens
 from otel_fileresp._telemetry import Telemetry
 from otel_fileresp.settings import Settings
 
-_SETTING_KEYWORDS = ("capture_path", "phase_spans", "phase_metrics", "metrics")
+_SETTING_KEYWORDS = (
+    "capture_path",
+    "phase_spans",
+    "phase_metrics",
+    "metrics",
+    "flush_on_shutdown",
+)
 _logger = logging.getLogger("otel_fileresp")
 
 # instrument() and uninstrument() of every instrumentor, one at a time: eight
@@ -57,8 +63,8 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
     """Base of the Starlette and aiohttp instrumentors.
 
     ``instrument()`` accepts ``tracer_provider``, ``meter_provider``,
-    ``capture_path``, ``phase_spans``, ``phase_metrics`` and ``metrics`` (see
-    :mod:`otel_fileresp.settings`).
+    ``capture_path``, ``phase_spans``, ``phase_metrics``, ``metrics`` and
+    ``flush_on_shutdown`` (see :mod:`otel_fileresp.settings`).
     """
 
     #: The distribution the framework is installed as, its import name, the
@@ -150,9 +156,13 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
         if not self.is_instrumented_by_opentelemetry:
             raise RuntimeError("instrument() first")
         previous = self._hooks.telemetry
-        self._hooks.telemetry = self._telemetry(
+        telemetry = self._telemetry(
             tracer_provider=tracer_provider, meter_provider=meter_provider, **settings
         )
+        # The block serves in this process (a test): its zero series are
+        # reported from the start, as in a server from its app's startup.
+        telemetry.serving()
+        self._hooks.telemetry = telemetry
         try:
             yield
         finally:

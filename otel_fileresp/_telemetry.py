@@ -25,7 +25,10 @@ The metric instruments are made once per meter provider and shared by both
 instrumentors, so each has one callback: ``fileresp.opens`` is an observable
 counter read from in-process counts (a response that opened the file pays an
 integer increment), with the ``{framework, 304}`` series reported at 0 from
-``instrument()`` on, so ``increase()`` sees the first regressed open.
+the moment the process's app starts serving (:meth:`Telemetry.serving`: its
+startup, see :mod:`otel_fileresp._lifecycle`, or its first file response), so
+``increase()`` sees the first regressed open, and a process that serves
+nothing (a gunicorn master) reports no such series.
 """
 
 from __future__ import annotations
@@ -260,6 +263,7 @@ class Telemetry:
         "_drops_unsampled",
         "_live",
         "_phase_detail",
+        "_serving",
         "framework",
         "instruments",
         "settings",
@@ -281,7 +285,7 @@ class Telemetry:
         self.instruments: Instruments | None = None
         if settings.metrics:
             self.instruments = instruments_for(meter_provider)
-            self.instruments.open_counts.seed(framework, 304)
+        self._serving = False
         # Phase metrics other than the wait need every phase collected.
         self._phase_detail = settings.metrics and bool(
             settings.phase_metrics - {n.PHASE_THREADPOOL_WAIT}
@@ -289,6 +293,14 @@ class Telemetry:
         self._live = False
         self._decided_for: object = None
         self._drops_unsampled = False
+
+    def serving(self) -> None:
+        """This process's app serves from now on: report the 304 zero series."""
+        if self._serving:
+            return
+        self._serving = True
+        if self.instruments is not None:
+            self.instruments.open_counts.seed(self.framework, 304)
 
     # -- deciding what a response collects ----------------------------------------
 
@@ -338,6 +350,8 @@ class Telemetry:
         nothing could record it."""
         if self.inert() or not is_instrumentation_enabled():
             return None
+        if not self._serving:
+            self.serving()
         if parent is None:
             parent = context_api.get_current()
         spans = self.may_record_spans(parent)

@@ -106,6 +106,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import context as context_api
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained
@@ -519,6 +520,8 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
             # Every release: an open of the served file by anything serving the
             # response (aiohttp's open job or `_make_response`, a subclass).
             Patch("pathlib:Path", "open", hooks.path_open),
+            # The app's startup and cleanup: the zero series, the flush (_lifecycle).
+            *_lifecycle.aiohttp_patches(hooks),
         ]
         if combined_job:
             # The checks' result and time come from the job's own result;

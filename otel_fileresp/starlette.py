@@ -82,6 +82,7 @@ from contextvars import ContextVar
 from time import perf_counter_ns
 from typing import Any, Final
 
+from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
@@ -402,6 +403,8 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
                 hooks.should_use_range,
                 required=False,
             ),
+            # The app's startup and shutdown: the zero series, the flush (_lifecycle).
+            *_lifecycle.starlette_patches(hooks),
         ]
         if inspect.iscoroutinefunction(StaticFiles.lookup_path):  # up to 0.16
             patches.append(

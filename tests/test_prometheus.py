@@ -529,7 +529,7 @@ def check_opens_by_status(run: Run, expr: str, selected: str) -> None:
     )
     expected = {("200",): float(sum(run.sent[f] for f in frameworks_of(selected)))}
     assert {k: v for k, v in opens.items() if v} == expected
-    expected[("304",)] = 0.0  # the 0 series, there from instrument() on
+    expected[("304",)] = 0.0  # the 0 series, there from the first file response on
     check_rate(run, expr, true=expected, by=("http_response_status_code",), window=300)
 
 
