@@ -75,11 +75,20 @@ def _chain(value: Any, depth: int = 16) -> Any:
             return
 
 
+def _code_of(fn: Any) -> Any:
+    """The code a wrapper function runs (a bound method's, a closure's: the
+    same for every instance or closure made from it)."""
+    return getattr(getattr(fn, "__func__", fn), "__code__", None)
+
+
 def _our_layer(value: Any, wrapper: Wrapper) -> Any:
-    """The wrapt wrapper in ``value``'s chain whose wrapper function is ``wrapper``."""
+    """The wrapt wrapper in ``value``'s chain that runs ``wrapper``'s code."""
+    code = _code_of(wrapper)
+    if code is None:
+        return None
     for layer in _chain(value):
         try:
-            ours = getattr(layer, "_self_wrapper", None) == wrapper
+            ours = _code_of(getattr(layer, "_self_wrapper", None)) is code
         except Exception:  # a proxy whose target is gone, say
             continue
         if ours:

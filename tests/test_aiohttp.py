@@ -661,7 +661,7 @@ def test_the_alarm_rings_when_the_file_is_opened_before_the_checks(
     assert OPEN in child_names(traced, response)
     assert_tree(traced, response, early_open=True)
     opens = {a["http.response.status_code"]: p.value for a, p in points(traced, "fileresp.opens")}
-    # The 304 series is reported from instrument() on (at 0 until a 304 opens).
+    # The 304 series is reported from the app's start (at 0 until a 304 opens).
     assert opens == {304: 1} if status == 304 else {304: 0, status: 1}
     durations = points(traced, "fileresp.duration")
     assert [a["fileresp.opened"] for a, _ in durations] == [True]
