@@ -44,33 +44,46 @@ def _client_gone_flag(owner: object) -> Callable[[], bool] | None:
 
 def client_gone_check(send: Any) -> Callable[[], bool] | None:
     """A call that says whether the server behind ``send`` knows the client
-    left (its next messages will be dropped), or None when none is found."""
-    todo: list[Any] = [send]
-    seen: set[int] = set()
+    left (its next messages will be dropped), or None when none is found.
+
+    Each middleware's ``send`` wraps the one it was given: a bound method (a
+    responder's ``send`` attribute), a ``__wrapped__``, or a closure over a
+    free variable whose name ends in ``send`` (``send``, ``_send``,
+    ``original_send``): only those are followed, a chain, not a tree."""
+    fn = send
     for _ in range(_MAX_STEPS):
-        if not todo:
-            return None
-        fn = todo.pop(0)
-        if id(fn) in seen:
-            continue
-        seen.add(id(fn))
         owner = getattr(fn, "__self__", None)
         if owner is not None:
             check = _client_gone_flag(owner)
             if check is not None:
                 return check
             inner = getattr(owner, "send", None)  # a responder (GZip's, say)
-            if callable(inner):
-                todo.append(inner)
+            if callable(inner) and inner is not fn:
+                fn = inner
+                continue
             fn = getattr(fn, "__func__", fn)
         wrapped = getattr(fn, "__wrapped__", None)
         if callable(wrapped):
-            todo.append(wrapped)
-        for cell in getattr(fn, "__closure__", None) or ():
+            fn = wrapped
+            continue
+        fn = _captured_send(fn)
+        if fn is None:
+            return None
+    return None
+
+
+def _captured_send(fn: Any) -> Any:
+    """The ``send`` a closure captured, by its free variable's name."""
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None)
+    if code is None or not cells:
+        return None
+    for name, cell in zip(code.co_freevars, cells, strict=False):
+        if name.endswith("send"):
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            if callable(value) and not isinstance(value, type):
-                todo.append(value)
+            if callable(value):
+                return value
     return None

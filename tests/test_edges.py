@@ -803,16 +803,17 @@ def _read_a_little_then_leave(port: int, path: str, keep: int = 200) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("server", "gzip"),
+    ("server", "middleware"),
     [
-        ("uvicorn-h11", False),
-        ("uvicorn-httptools", False),
-        ("hypercorn", False),
-        ("uvicorn-h11", True),
+        ("uvicorn-h11", None),
+        ("uvicorn-httptools", None),
+        ("hypercorn", None),
+        ("uvicorn-h11", "gzip"),
+        ("uvicorn-httptools", "contrib-asgi"),
     ],
 )
 def test_starlette_client_that_left_mid_body_is_not_sent(
-    server: str, gzip: bool, tmp_path: Path, telemetry: Telemetry
+    server: str, middleware: str | None, tmp_path: Path, telemetry: Telemetry
 ) -> None:
     """The client reads 200 bytes and leaves while the pool is busy; uvicorn
     (httptools, h11) and hypercorn drop the rest of the body without telling
@@ -831,10 +832,18 @@ def test_starlette_client_that_left_mid_body_is_not_sent(
     (root / "big.txt").write_bytes(os.urandom(size // 2).hex().encode())
     (root / "app.js").write_bytes(BODY)
     static = StaticFiles(directory=str(root))
-    middleware = [Middleware(GZipMiddleware, minimum_size=10)] if gzip else []
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    middlewares = {
+        None: [],
+        "gzip": [Middleware(GZipMiddleware, minimum_size=10)],
+        "contrib-asgi": [
+            Middleware(OpenTelemetryMiddleware, tracer_provider=telemetry.tracer_provider)
+        ],
+    }[middleware]
     app = saturated_after_head(
         Starlette(
-            routes=[Mount("/static", static), Mount("/warm-up", static)], middleware=middleware
+            routes=[Mount("/static", static), Mount("/warm-up", static)], middleware=middlewares
         )
     )
     with ExitStack() as stack:
