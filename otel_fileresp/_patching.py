@@ -16,7 +16,9 @@ wrappers (left under another library's wrapper by an earlier
 ``uninstrument()``) is taken back instead of wrapped again. And a layer of
 ours that someone else's unwrap removed (contrib's ``unwrap`` takes off
 whatever is on top) is noticed by :meth:`PatchSet.verify`, which the hooks
-call when a response starts: it logs once and wraps the attribute again.
+call when a response starts, for the points other instrumentations wrap too
+(``Patch.watched``: the worker pool's submit and ``run_sync``): it logs once
+and wraps the attribute again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Patch:
     # False for patch points that exist only in some releases (the module
     # knows which); a missing required one is warned about.
     required: bool = True
+    # True for a point other instrumentations wrap too (the worker pool's
+    # submit): checked when each response starts (see PatchSet.verify).
+    watched: bool = False
 
 
 def resolve_owner(owner: str) -> Any:
@@ -148,11 +153,13 @@ class PatchSet:
             wrapt.wrap_function_wrapper(owner, patch.attribute, patch.wrapper)
             installed = vars(owner)[patch.attribute]
             self._applied.append(_Applied(owner, patch, original, installed, installed))
-        self._checks = tuple((vars(a.owner), a.attribute, a) for a in self._applied)
+        self._checks = tuple(
+            (vars(a.owner), a.attribute, a) for a in self._applied if a.patch.watched
+        )
 
     def verify(self) -> None:
-        """Check that every layer of ours is still in place (a dictionary lookup
-        per patch point); re-apply, once logged, one that someone removed."""
+        """Check that each watched layer of ours is still in place (a dictionary
+        lookup per point); re-apply, once logged, one that someone removed."""
         for namespace, attribute, applied in self._checks:
             if namespace.get(attribute) is not applied.top:
                 with _GUARD_REPAIR:

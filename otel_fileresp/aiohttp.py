@@ -513,7 +513,12 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         hooks.stat_method = stat_method
         combined_job = hasattr(FileResponse, "_make_response")  # aiohttp 3.11.10+
         patches = [
-            Patch("concurrent.futures.thread:ThreadPoolExecutor", "submit", hooks.submit),
+            Patch(
+                "concurrent.futures.thread:ThreadPoolExecutor",
+                "submit",
+                hooks.submit,
+                watched=True,
+            ),
             Patch(_FILE_RESPONSE, "__init__", hooks.init),
             Patch(_FILE_RESPONSE, "prepare", hooks.prepare),
             Patch(_FILE_RESPONSE, stat_method, hooks.stat),

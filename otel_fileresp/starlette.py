@@ -392,7 +392,7 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
         from starlette.staticfiles import StaticFiles
 
         patches = [
-            Patch("anyio.to_thread", "run_sync", hooks.run_sync),
+            Patch("anyio.to_thread", "run_sync", hooks.run_sync, watched=True),
             Patch("starlette.staticfiles:StaticFiles", "__call__", hooks.static_files_call),
             Patch("starlette.staticfiles:StaticFiles", "is_not_modified", hooks.is_not_modified),
             Patch("starlette.responses:FileResponse", "__call__", hooks.file_response_call),
