@@ -72,18 +72,25 @@ def client_gone_check(send: Any) -> Callable[[], bool] | None:
     return None
 
 
+# code object -> the index of its free variable holding the wrapped send (-1: none)
+_SEND_CELL: dict[Any, int] = {}
+
+
 def _captured_send(fn: Any) -> Any:
     """The ``send`` a closure captured, by its free variable's name."""
     code = getattr(fn, "__code__", None)
-    cells = getattr(fn, "__closure__", None)
-    if code is None or not cells:
+    if code is None:
         return None
-    for name, cell in zip(code.co_freevars, cells, strict=False):
-        if name.endswith("send"):
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if callable(value):
-                return value
-    return None
+    index = _SEND_CELL.get(code)
+    if index is None:
+        names = code.co_freevars
+        index = next((i for i, name in enumerate(names) if name.endswith("send")), -1)
+        if len(_SEND_CELL) < 1024:
+            _SEND_CELL[code] = index
+    if index < 0:
+        return None
+    try:
+        value = fn.__closure__[index].cell_contents
+    except (ValueError, IndexError, TypeError):  # an empty cell
+        return None
+    return value if callable(value) else None
