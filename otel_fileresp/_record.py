@@ -16,6 +16,7 @@ verb                             the framework...
 :meth:`~ResponseRecord.stat`     statted the file (the ``fileresp.stat`` phase)
 :meth:`~ResponseRecord.precondition` decided the conditional headers
 :meth:`~ResponseRecord.file_opened` opened a file (counts only if it is the served one)
+:meth:`~ResponseRecord.open_seen` (anyone, audit hook) is opening a file: the served one?
 :meth:`~ResponseRecord.wrap_job`  submits a job to its worker pool
 :meth:`~ResponseRecord.job_is`    (worker side) says what the running job is
 :meth:`~ResponseRecord.head_sent` handed the status and headers to the server
@@ -440,7 +441,7 @@ class ResponseRecord:
         worker thread carrying the context), by the framework or by app code:
         the served file's open sets ``opened``, whoever opens it."""
         if self._state >= State.COMPLETE or self._opened:
-            return  # after the last byte, or known already
+            return  # the framework finished the response, or known already
         if self.is_served(path):
             self._open_attempts += 1
         elif isinstance(path, (str, bytes, os.PathLike)) and len(self._unmatched_opens) < 16:
