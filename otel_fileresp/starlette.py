@@ -312,6 +312,8 @@ class _StarletteHooks(Hooks):
             telemetry.note_anyio_limiter()
             if response is not None:
                 record.serves(response.path, _size_of(response))
+                if response.stat_result is None:  # Starlette stats it in a job
+                    record.expect(n.PHASE_STAT, "the FileResponse's os.stat job")
             else:
                 record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
             return record

@@ -863,3 +863,48 @@ def test_starlette_client_that_left_mid_body_is_not_sent(
     assert found["fileresp.outcome"] == "error", found
     assert found["error.type"] == "incomplete_body"
     assert found["fileresp.bytes"] < size
+
+
+def test_starlette_route_stat_job_not_recognised_is_said_once(
+    site: Path,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A route's ``FileResponse`` whose stat job is not ``os.stat`` itself (a
+    profiler or sandbox that wraps the os functions Starlette calls) loses
+    its stat phase: that is logged once, as a missing phase is for
+    StaticFiles (main 1d21066: silently missing, with ``file.size``)."""
+    import types
+
+    import starlette.responses
+    from harness import serve_asgi
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    from otel_fileresp._log import forget_logged
+
+    def stat_wrapper(*args: Any, **kwargs: Any) -> os.stat_result:
+        return os.stat(*args, **kwargs)
+
+    wrapped_os = types.SimpleNamespace(**vars(os))
+    wrapped_os.stat = stat_wrapper
+    monkeypatch.setattr(starlette.responses, "os", wrapped_os)
+
+    async def route(request: Any) -> Any:
+        return FileResponse(site / "app.js")
+
+    app = Starlette(routes=[Route("/f", route)])
+    forget_logged()
+    with (
+        caplog.at_level(logging.WARNING, logger="otel_fileresp"),
+        serve_asgi(app) as server,
+        instrumenting("starlette", telemetry),
+    ):
+        for _ in range(2):
+            reply = server.request("GET", "/f")
+            assert (reply.status, reply.body) == (200, BODY)
+        telemetry.wait_for(RESPONSE, 2)
+    said = [r.getMessage() for r in caplog.records if "without its stat phase" in r.getMessage()]
+    assert len(said) == 1 and "os.stat job" in said[0], said
