@@ -12,6 +12,9 @@ each; they run in the latest set on Python 3.11 (``ONCE_SESSION``) and every
 other session deselects them (``-m "not once"``). Every other test, and any
 test module the table does not name, runs in every session.
 
+Virtualenvs are made and filled by uv when it is installed beside nox (dev.py
+installs it), by venv and pip otherwise: the same packages, in seconds.
+
 Interpreters: ``pythonX.Y`` from ``PATH`` when it runs, otherwise the newest
 ``X.Y.N`` in pyenv's versions directory (``$PYENV_ROOT/versions`` or
 ``~/.pyenv/versions``): pyenv's shims are on ``PATH`` but run only the versions
@@ -30,7 +33,8 @@ from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# uv when nox finds it (dev.py installs it beside nox), else venv + pip.
+nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 # A missing interpreter is an error, never a download.
@@ -153,7 +157,10 @@ def tests(session: nox.Session, frameworks: str) -> None:
     """The whole test suite against one set of framework releases."""
     pins, extras = MATRIX[frameworks]
     session.install("-r", "tests/requirements.txt", "-e", ".", *pins, *httpx_pin(pins), *extras)
-    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    if session.venv_backend == "uv":
+        session.run("uv", "pip", "list", "--format=freeze", silent=False)
+    else:
+        session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
     latest = frameworks == "latest"
     # The FastAPI tests need FastAPI, installed only where its releases fit.
     selection = (
