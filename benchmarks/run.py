@@ -5,7 +5,7 @@
     python benchmarks/run.py --quick    # routine run: fewer rounds and responses
 
 Sections (``--section``/``--only`` picks some, comma-separated; the default
-runs ``instructions``, ``work``, ``e2e`` and ``memory``):
+runs ``instructions``, ``work``, ``e2e``, ``memory`` and ``quantiles``):
 
 - ``instructions``: the targets of issue 13, with contrib's server
   middleware as the parent in every mode: instructions per response counted
@@ -24,7 +24,12 @@ runs ``instructions``, ``work``, ``e2e`` and ``memory``):
   unsampled response, function by function, from ``callgrind_annotate
   --inclusive=yes`` (``per_function.py``);
 - ``micro`` (only when asked for): issue 6's in-process wall-time modes,
-  interleaved A/B, without contrib's middleware (``micro.py``).
+  interleaved A/B, without contrib's middleware (``micro.py``);
+- ``quantiles``: issue 18's quantile error of the documented PromQL over
+  the default buckets, the old ones and the SDK's exponential histogram, for
+  latency mixes from 1 ms to 5 s, through a real Prometheus (Debian's
+  ``prometheus`` and ``promtool``; skipped without them), and the series
+  each layout costs (``quantiles.py``; about 15 s, 5 s with ``--quick``).
 
 Everything is bounded in count and in time, and talks to 127.0.0.1 only.
 ``--markdown FILE`` also writes the report to FILE. Needs the packages of
@@ -48,8 +53,8 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("instructions", "work", "e2e", "memory", "profile", "micro")
-DEFAULT_SECTIONS = SECTIONS[:4]
+SECTIONS = ("instructions", "work", "e2e", "memory", "quantiles", "profile", "micro")
+DEFAULT_SECTIONS = SECTIONS[:5]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         "--wall-rounds", type=int, help="instructions: wall-time rounds (7, quick 3; 0: none)"
     )
     parser.add_argument("--rounds", type=int, help="micro: A/B rounds (31, quick 9)")
+    parser.add_argument(
+        "--quantile-samples", type=int, help="quantiles: samples per mix (20000, quick 5000)"
+    )
     parser.add_argument(
         "--python-load",
         action="store_true",
@@ -213,6 +221,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             text, found = memory.report(results_memory)
             emit("\n## Memory and descriptors\n\n" + memory.__doc__.strip())
+            emit("\n" + text)
+            checks += found
+    if "quantiles" in sections:
+        import quantiles
+
+        emit("\n## Quantile error of the documented PromQL\n\n" + quantiles.__doc__.strip())
+        if quantiles.prometheus_binaries() is None:
+            emit("\nSkipped: this machine has no prometheus and promtool (Debian: prometheus).")
+        else:
+            samples = args.quantile_samples or (5_000 if quick else 20_000)
+            log(f"quantiles: {samples} samples per mix")
+            text, found = quantiles.run(samples, log)
             emit("\n" + text)
             checks += found
     emit(

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from abc import abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
@@ -17,10 +20,26 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from otel_fileresp._patching import Patch, PatchSet
+from otel_fileresp._record import watch_opens
 from otel_fileresp._telemetry import Telemetry
 from otel_fileresp.settings import Settings
 
-_SETTING_KEYWORDS = ("capture_path", "phase_spans", "phase_metrics", "metrics")
+_SETTING_KEYWORDS = (
+    "capture_path",
+    "phase_spans",
+    "phase_metrics",
+    "metrics",
+    "flush_on_shutdown",
+)
+_logger = logging.getLogger("otel_fileresp")
+
+# instrument() and uninstrument() of every instrumentor, one at a time: eight
+# threads instrumenting at once must patch once.
+_LIFECYCLE_LOCK = threading.RLock()
+
+
+def _nothing() -> None:
+    return None
 
 
 class Hooks:
@@ -28,10 +47,13 @@ class Hooks:
 
     Wrappers check it first, so a wrapper that could not be removed (someone
     wrapped the same attribute after us) passes straight through.
+    ``verify_patches`` is called when a response starts: it notices (and
+    repairs) a layer of ours that someone else's unwrap removed.
     """
 
     def __init__(self) -> None:
         self.telemetry: Telemetry | None = None
+        self.verify_patches: Callable[[], None] = _nothing
 
 
 H = TypeVar("H", bound=Hooks)
@@ -41,8 +63,8 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
     """Base of the Starlette and aiohttp instrumentors.
 
     ``instrument()`` accepts ``tracer_provider``, ``meter_provider``,
-    ``capture_path``, ``phase_spans``, ``phase_metrics`` and ``metrics`` (see
-    :mod:`otel_fileresp.settings`).
+    ``capture_path``, ``phase_spans``, ``phase_metrics``, ``metrics`` and
+    ``flush_on_shutdown`` (see :mod:`otel_fileresp.settings`).
     """
 
     #: The distribution the framework is installed as, its import name, the
@@ -62,6 +84,16 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return self.framework_requirements
+
+    def instrument(self, **kwargs: Any) -> Any:
+        """Patch the framework (once, whatever the number of threads calling)."""
+        with _LIFECYCLE_LOCK:
+            return super().instrument(**kwargs)
+
+    def uninstrument(self, **kwargs: Any) -> Any:
+        """Restore the framework's own code (see :class:`~otel_fileresp._patching.PatchSet`)."""
+        with _LIFECYCLE_LOCK:
+            return super().uninstrument(**kwargs)
 
     @abstractmethod
     def _patches(self, hooks: H) -> Sequence[Patch]:
@@ -83,14 +115,27 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
             # Loaded by opentelemetry-instrument because the other framework
             # is installed: nothing to do for this one.
             return
+        # Some contrib releases (0.51b0-0.52b1) load instrumentors without
+        # checking their dependencies: check the framework's release here too.
+        conflict = get_dependency_conflicts(list(self.framework_requirements))
+        if conflict is not None:
+            _logger.error(
+                "otel_fileresp: %s is not instrumented: %s",
+                self.framework_distribution,
+                conflict,
+            )
+            return
         self._hooks.telemetry = self._telemetry(**kwargs)
         version = metadata.version(self.framework_distribution)
         patch_set = PatchSet(f"{self.framework_distribution} {version}")
         patch_set.apply(self._patches(self._hooks))
         self._patch_set = patch_set
+        watch_opens()
+        self._hooks.verify_patches = patch_set.verify
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._hooks.telemetry = None
+        self._hooks.verify_patches = _nothing
         if self._patch_set is not None:
             self._patch_set.remove()
             self._patch_set = None
@@ -111,9 +156,13 @@ class FileResponseInstrumentor(BaseInstrumentor, Generic[H]):  # type: ignore[mi
         if not self.is_instrumented_by_opentelemetry:
             raise RuntimeError("instrument() first")
         previous = self._hooks.telemetry
-        self._hooks.telemetry = self._telemetry(
+        telemetry = self._telemetry(
             tracer_provider=tracer_provider, meter_provider=meter_provider, **settings
         )
+        # The block serves in this process (a test): its zero series are
+        # reported from the start, as in a server from its app's startup.
+        telemetry.serving()
+        self._hooks.telemetry = telemetry
         try:
             yield
         finally:

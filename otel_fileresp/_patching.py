@@ -10,6 +10,15 @@ and :meth:`PatchSet.remove` puts the original attributes back.
 
 A patch point missing from an unknown framework release is warned about once
 and left unpatched; the rest still works.
+
+Never two layers of ours: a layer of ours already in an attribute's chain of
+wrappers (left under another library's wrapper by an earlier
+``uninstrument()``) is taken back instead of wrapped again. And a layer of
+ours that someone else's unwrap removed (contrib's ``unwrap`` takes off
+whatever is on top) is noticed by :meth:`PatchSet.verify`, which the hooks
+call when a response starts, for the points other instrumentations wrap too
+(``Patch.watched``: the worker pool's submit and ``run_sync``): it logs once
+and wraps the attribute again.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from typing import Any
 
 import wrapt
 
+from otel_fileresp._log import contained, log_once
+
 _logger = logging.getLogger(__name__)
+_GUARD_REPAIR = contained("patch.repair", "failed to check or re-apply a patch")
 
 Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -37,6 +49,9 @@ class Patch:
     # False for patch points that exist only in some releases (the module
     # knows which); a missing required one is warned about.
     required: bool = True
+    # True for a point other instrumentations wrap too (the worker pool's
+    # submit): checked when each response starts (see PatchSet.verify).
+    watched: bool = False
 
 
 def resolve_owner(owner: str) -> Any:
@@ -53,12 +68,63 @@ def resolve_owner(owner: str) -> Any:
     return target
 
 
+def _chain(value: Any, depth: int = 16) -> Any:
+    """``value`` and the callables it wraps (wrapt proxies, ``__wrapped__``)."""
+    for _ in range(depth):
+        if value is None:
+            return
+        yield value
+        try:
+            value = getattr(value, "__wrapped__", None)
+        except Exception:  # a proxy whose target is gone, say
+            return
+
+
+def _code_of(fn: Any) -> Any:
+    """The code a wrapper function runs (a bound method's, a closure's: the
+    same for every instance or closure made from it)."""
+    return getattr(getattr(fn, "__func__", fn), "__code__", None)
+
+
+def _our_layer(value: Any, wrapper: Wrapper) -> Any:
+    """The wrapt wrapper in ``value``'s chain that runs ``wrapper``'s code."""
+    code = _code_of(wrapper)
+    if code is None:
+        return None
+    for layer in _chain(value):
+        try:
+            ours = _code_of(getattr(layer, "_self_wrapper", None)) is code
+        except Exception:  # a proxy whose target is gone, say
+            continue
+        if ours:
+            return layer
+    return None
+
+
+class _Applied:
+    """One applied patch: what was there, what we put, and what is on top now."""
+
+    __slots__ = ("attribute", "installed", "original", "owner", "patch", "top")
+
+    def __init__(self, owner: Any, patch: Patch, original: Any, installed: Any, top: Any) -> None:
+        self.owner = owner
+        self.patch = patch
+        self.attribute = patch.attribute
+        self.original = original
+        #: Our layer, and whether we installed it (False: taken back from below).
+        self.installed = installed
+        #: What verify() expects on top of the attribute.
+        self.top = top
+
+
 class PatchSet:
     """Patches applied together and removed together, in reverse order."""
 
     def __init__(self, description: str) -> None:
         self._description = description
-        self._applied: list[tuple[Any, str, Any, Any]] = []
+        self._applied: list[_Applied] = []
+        # (the owner's __dict__, attribute, _Applied) for verify(): a live view.
+        self._checks: tuple[tuple[Any, str, _Applied], ...] = ()
 
     def apply(self, patches: Sequence[Patch]) -> None:
         for patch in patches:
@@ -73,19 +139,64 @@ class PatchSet:
                         patch.attribute,
                     )
                 continue
+            layer = _our_layer(original, patch.wrapper)
+            if layer is original:
+                # Ours, on top (left by another library that restored what it
+                # found): take it back, as if just installed.
+                below = layer.__wrapped__
+                self._applied.append(_Applied(owner, patch, below, layer, layer))
+                continue
+            if layer is not None:
+                # Ours already, under someone else's wrapper: take it back.
+                self._applied.append(_Applied(owner, patch, None, None, original))
+                continue
             wrapt.wrap_function_wrapper(owner, patch.attribute, patch.wrapper)
-            self._applied.append((owner, patch.attribute, original, vars(owner)[patch.attribute]))
+            installed = vars(owner)[patch.attribute]
+            self._applied.append(_Applied(owner, patch, original, installed, installed))
+        self._checks = tuple(
+            (vars(a.owner), a.attribute, a) for a in self._applied if a.patch.watched
+        )
+
+    def verify(self) -> None:
+        """Check that each watched layer of ours is still in place (a dictionary
+        lookup per point); re-apply, once logged, one that someone removed."""
+        for namespace, attribute, applied in self._checks:
+            if namespace.get(attribute) is not applied.top:
+                with _GUARD_REPAIR:
+                    self._repair(applied)
+
+    def _repair(self, applied: _Applied) -> None:
+        owner, attribute, patch = applied.owner, applied.attribute, applied.patch
+        current = vars(owner).get(attribute)
+        if current is None:
+            return  # the attribute itself is gone: nothing to wrap
+        if _our_layer(current, patch.wrapper) is not None:
+            applied.top = current  # someone wrapped above us: fine
+            return
+        log_once(
+            f"patch.removed.{patch.owner}.{attribute}",
+            f"{patch.owner}.{attribute} lost its otel_fileresp wrapper (another "
+            "instrumentation's uninstrument() unwrapped what was on top); wrapped again",
+            with_traceback=False,
+        )
+        wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
+        installed = vars(owner)[attribute]
+        applied.original = current  # remove() puts back what we wrapped now
+        applied.installed = installed
+        applied.top = installed
 
     def remove(self) -> None:
         """Restore every original that is still ours to restore.
 
         When another instrumentation wrapped the same attribute after us, its
         wrapper stays in place (removing it would undo the other's work); ours
-        below it is inert once the instrumentor is uninstrumented.
+        below it is inert once the instrumentor is uninstrumented, and taken
+        back by the next ``instrument()``.
         """
-        for owner, attribute, original, installed in reversed(self._applied):
-            if vars(owner).get(attribute) is installed:
-                setattr(owner, attribute, original)
+        for applied in reversed(self._applied):
+            owner, attribute = applied.owner, applied.attribute
+            if applied.installed is not None and vars(owner).get(attribute) is applied.installed:
+                setattr(owner, attribute, applied.original)
             else:
                 _logger.debug(
                     "otel_fileresp: %s.%s was wrapped again by someone else; left in place",
@@ -93,6 +204,7 @@ class PatchSet:
                     attribute,
                 )
         self._applied.clear()
+        self._checks = ()
 
     def __len__(self) -> int:
         return len(self._applied)

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 import threading
 import weakref
@@ -96,6 +97,8 @@ class _PoolRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # thread id -> the loop that thread noted last (see _running_loop)
+        self._thread_loops: dict[int, LoopRef] = {}
         # id(loop) -> (loop, anyio's default limiter of that loop)
         self._limiters: dict[int, tuple[LoopRef, weakref.ReferenceType[Any]]] = {}
         # id(loop) -> loop (its default executor is read at collection time)
@@ -103,12 +106,31 @@ class _PoolRegistry:
 
     # -- on the event loop, when a file response starts ----------------------
 
-    def note_anyio_limiter(self) -> None:
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop running in this thread, without a system call.
+
+        ``asyncio.get_running_loop()`` calls ``getpid()`` on Python 3.11 (its
+        check against a loop inherited through ``fork``); the loop this thread
+        noted last is reused while it runs, so a response costs a dictionary
+        lookup and ``is_running()``. Only a thread's first response on a new
+        loop asks asyncio."""
+        thread = threading.get_ident()
+        noted = self._thread_loops.get(thread)
+        loop = None if noted is None else noted()
+        if loop is not None and loop.is_running():
+            return loop
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # not asyncio (trio): not covered
+            return None  # not asyncio (trio): not covered
+        self._thread_loops[thread] = weakref.ref(loop)
+        return loop
+
+    def note_anyio_limiter(self) -> None:
         try:
+            loop = self._running_loop()
+            if loop is None:
+                return
             entry = self._limiters.get(id(loop))
             if entry is not None and entry[0]() is loop:
                 return
@@ -124,7 +146,9 @@ class _PoolRegistry:
     def note_asyncio_executor(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         try:
             if loop is None:
-                loop = asyncio.get_running_loop()
+                loop = self._running_loop()
+                if loop is None:
+                    return
             loop_ref = self._executor_loops.get(id(loop))
             if loop_ref is not None and loop_ref() is loop:
                 return
@@ -133,6 +157,14 @@ class _PoolRegistry:
                 self._executor_loops[id(loop)] = weakref.ref(loop)
         except Exception:
             _log_once("pools.asyncio", "failed to note asyncio's default executor")
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with a new lock (the parent's may have been held
+        by its metric reader at the fork) and none of the parent's loops."""
+        self._lock = threading.Lock()
+        self._thread_loops = {}
+        self._limiters = {}
+        self._executor_loops = {}
 
     def _prune(self) -> None:
         """Forget dead loops and pools (called with the lock held)."""
@@ -175,6 +207,7 @@ class _PoolRegistry:
 # instrument registered first when both instrumentors create the same gauges,
 # so whichever callback survives must see both frameworks' pools.
 _REGISTRY: Final = _PoolRegistry()
+os.register_at_fork(after_in_child=_REGISTRY.after_fork_in_child)
 
 
 def _limiter_counts(limiter: Any) -> tuple[int, float, int]:

@@ -26,10 +26,17 @@ verb                             the framework...
 
 The rules (telemetry contract v2, "Truth rules"):
 
-- ``opened`` is true only when the **served file** was opened: a path passed
-  to :meth:`serves` or :meth:`looked_up`. Other files opened in the same
-  context (a manifest, a template, a signal handler's read) do not count,
-  and jobs that read other file objects are not body reads.
+- The **served file** is a path passed to :meth:`serves` or
+  :meth:`looked_up` (what the framework resolved), compared as spelled and
+  once normalised (:func:`same_file`); a stat or open of any other path
+  never becomes it.
+- ``opened`` is true only when the served file was opened during the
+  response, by whoever opened it: the framework's open (:meth:`file_opened`)
+  or any open Python's ``open`` audit event shows in the response's context
+  (:meth:`open_seen`, installed by :func:`watch_opens`), less the opens that
+  failed (:meth:`open_failed`). Other files opened in the same context (a
+  manifest, a template, a signal handler's read) do not count, and jobs that
+  read other file objects are not body reads.
 - The status is only ever the one handed to the server. An HTTP exception
   raised by the framework (turned into a response above it) sets the outcome
   (``not_found``, ``forbidden``, ``method_not_allowed``, ``redirect``) but
@@ -41,9 +48,11 @@ The rules (telemetry contract v2, "Truth rules"):
   A response that the framework left without handing over all of it (no
   exception: Starlette 1.8+ stops on ``http.disconnect``) ends with
   ``error.type=incomplete_body``.
-- The response ends at its last byte. Jobs submitted after that (a close)
-  are not part of it: not counted, not waited for; a job's wait counts only up
-  to the end.
+- The response ends at its last byte: the last byte owed (``content-length``
+  reached, or the head of a bodiless response), not a later empty final
+  message. Jobs submitted after that (a read finding the end of the file, a
+  close) are not part of it: not counted, not waited for; a job's wait
+  counts only up to the end.
 - A record ends exactly once; a job cancelled while still queued ends its
   response (see :meth:`job_cancelled`).
 
@@ -62,6 +71,7 @@ thread), both reached through :func:`current_scope`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from contextvars import ContextVar
@@ -108,6 +118,7 @@ _GUARD_JOB_CANCELLED: Final = contained(
     "job.cancelled", "failed to end a response whose job was cancelled"
 )
 _GUARD_JOB_ON_ERROR: Final = contained("job.on_error", "failed to record a failed worker-pool job")
+_GUARD_OPEN_SEEN: Final = contained("open_seen", "failed to note a file opened")
 _GUARD_JOB_ON_RESULT: Final = contained(
     "job.on_result", "failed to read a worker-pool job's result"
 )
@@ -157,11 +168,19 @@ def current_record() -> ResponseRecord | None:
 
 
 def same_file(a: Any, b: Any) -> bool:
-    """Whether two path values name the same file as the framework spells it."""
+    """Whether two path values name the same file: the same spelling, or the
+    same once normalised (``static/./app.js`` is ``static/app.js``). No
+    system call: symbolic links and relative paths against another working
+    directory are not resolved."""
     try:
-        return bool(os.fspath(a) == os.fspath(b))
-    except TypeError:  # not a path (None, say)
+        a, b = os.fspath(a), os.fspath(b)
+    except TypeError:  # not a path (None, an open file descriptor)
         return False
+    if a == b:
+        return True
+    if type(a) is not type(b):
+        return False
+    return bool(os.path.normpath(a) == os.path.normpath(b))
 
 
 def status_of_exception(exc: BaseException) -> int | None:
@@ -212,6 +231,7 @@ class ResponseRecord:
         "_head",
         "_jobs",
         "_last_byte_ns",
+        "_open_attempts",
         "_open_start_ns",
         "_opened",
         "_outcome",
@@ -231,6 +251,7 @@ class ResponseRecord:
         "_state",
         "_status",
         "_transfer",
+        "_unmatched_opens",
         "_wait_ns",
         "_wait_spans",
         "detailed",
@@ -274,8 +295,13 @@ class ResponseRecord:
         self._sending = False
         self._send_start_ns: int | None = None
         self._served: tuple[object, ...] = ()
+        # Paths opened (audit events) before the served file was known.
+        self._unmatched_opens: tuple[object, ...] = ()
         self._file_object_id: int | None = None
         self._opened = False
+        # Opens of the served file seen by the audit hook, less those that
+        # failed (an audit event comes before the open, whatever its result).
+        self._open_attempts = 0
         self._open_start_ns: int | None = None
         self._file_path: object = None
         self._file_size: int | None = None
@@ -382,6 +408,8 @@ class ResponseRecord:
         if path is None:
             return
         self._served = (path, *self._served)
+        if self._unmatched_opens:
+            self._match_earlier_opens()
         if self.detailed:
             if names_file:
                 self._file_path = path
@@ -394,6 +422,8 @@ class ResponseRecord:
             return
         if not self._served:
             self._served = (path,)
+            if self._unmatched_opens:
+                self._match_earlier_opens()
         if self.detailed:
             if self._file_path is None:
                 self._file_path = path
@@ -403,6 +433,23 @@ class ResponseRecord:
     def is_served(self, path: object) -> bool:
         """Whether ``path`` is the file this response serves."""
         return any(same_file(path, served) for served in self._served)
+
+    def open_seen(self, path: object) -> None:
+        """Python is opening ``path`` in this response's context (the ``open``
+        audit event: builtins, ``io``, ``os.open``, ``pathlib``, anyio, a
+        worker thread carrying the context), by the framework or by app code:
+        the served file's open sets ``opened``, whoever opens it."""
+        if self._state >= State.COMPLETE or self._opened:
+            return  # after the last byte, or known already
+        if self.is_served(path):
+            self._open_attempts += 1
+        elif isinstance(path, (str, bytes, os.PathLike)) and len(self._unmatched_opens) < 16:
+            self._unmatched_opens = (*self._unmatched_opens, path)
+
+    def _match_earlier_opens(self) -> None:
+        """The served file is known now: was it opened before that?"""
+        self._open_attempts += sum(self.is_served(path) for path in self._unmatched_opens)
+        self._unmatched_opens = ()
 
     def file_opened(self, path: object, start_ns: int, end_ns: int) -> bool:
         """A file was opened in this response's context: True if it is the served one."""
@@ -420,6 +467,7 @@ class ResponseRecord:
         was tried, though nothing was opened)."""
         if not self.is_served(path):
             return False
+        self._open_attempts -= 1
         if self._open_start_ns is None:
             self._open_start_ns = start_ns
         return True
@@ -614,6 +662,11 @@ class ResponseRecord:
             submitted = job.submitted
             started = job.started if job.started is not None else ended
             end = self._end_ns
+            if end is None and self._state is State.HEAD_SENT and self._all_sent():
+                # Everything owed was handed over already (a 0-byte file, a
+                # HEAD, a stat that said less than the file holds): the last
+                # byte is the response's end, whatever runs after it.
+                end = self._last_byte_ns
             if end is not None:
                 if submitted >= end:
                     return
@@ -624,9 +677,12 @@ class ResponseRecord:
             kind = job.kind
             if kind == n.JOB_READ:
                 self._transfer = n.TRANSFER_READ
-            elif kind == n.JOB_OPEN and ok and job.opens is not None:
-                self.file_opened(job.opens, started, ended)
-                self.file_object(result)
+            elif kind == n.JOB_OPEN and job.opens is not None:
+                if ok:
+                    self.file_opened(job.opens, started, ended)
+                    self.file_object(result)
+                else:
+                    self.open_failed(job.opens, started)
             if not self.detailed:
                 return
             if kind in _WAIT_SPAN_JOBS:
@@ -692,6 +748,10 @@ class ResponseRecord:
         """The final body message was handed over: the response is complete."""
         if self._state >= State.COMPLETE:
             return
+        if self._state is State.HEAD_SENT and self._all_sent():
+            # Every byte owed went before this (empty) final message: the
+            # response ended with the last of them.
+            now_ns = self._last_byte_ns or now_ns
         self._sending = False
         self._state = State.COMPLETE
         self._end_ns = now_ns
@@ -726,7 +786,16 @@ class ResponseRecord:
 
     @property
     def error_type(self) -> str | None:
-        return self._error_type
+        """Why the response failed: the exception, ``incomplete_body``, or an
+        error status the framework sent without one (Starlette's 400 for a
+        malformed Range, a 500): that status, as OpenTelemetry's
+        ``error.type`` convention says. None when it did not fail."""
+        if self._error_type is not None:
+            return self._error_type
+        status = self._status
+        if status is not None and status >= 400 and status not in _STATUS_OUTCOMES:
+            return str(status)
+        return None
 
     @property
     def outcome(self) -> str:
@@ -750,7 +819,7 @@ class ResponseRecord:
 
     @property
     def opened(self) -> bool:
-        return self._opened
+        return self._opened or self._open_attempts > 0
 
     @property
     def transfer(self) -> str:
@@ -834,6 +903,27 @@ def _outcome_of_exception(status: int) -> str | None:
     if 300 <= status < 400:
         return n.OUTCOME_REDIRECT
     return None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The process's ``open`` audit events, told to the response being served
+    in this context (nothing else is done for any other event)."""
+    if event == "open":
+        scope = _CURRENT.get()
+        if scope is not None:
+            with _GUARD_OPEN_SEEN:
+                scope.record.open_seen(args[0])
+
+
+_AUDITING: list[bool] = []
+
+
+def watch_opens() -> None:
+    """Install the audit hook (once per process: audit hooks cannot be removed;
+    with no response being served it does a string comparison per event)."""
+    if not _AUDITING:
+        _AUDITING.append(True)
+        sys.addaudithook(_audit)
 
 
 async def serve_as_current(

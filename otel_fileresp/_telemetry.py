@@ -25,11 +25,15 @@ The metric instruments are made once per meter provider and shared by both
 instrumentors, so each has one callback: ``fileresp.opens`` is an observable
 counter read from in-process counts (a response that opened the file pays an
 integer increment), with the ``{framework, 304}`` series reported at 0 from
-``instrument()`` on, so ``increase()`` sees the first regressed open.
+the moment the process's app starts serving (:meth:`Telemetry.serving`: its
+startup, see :mod:`otel_fileresp._lifecycle`, or its first file response), so
+``increase()`` sees the first regressed open, and a process that serves
+nothing (a gunicorn master) reports no such series.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -113,6 +117,13 @@ class OpenCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int | None], int] = {}
+        _FORK_SAFE.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets a new lock: the parent's metric reader may have
+        held this one at the fork, and nothing in the child would release it.
+        The counts are the parent's so far, as the SDK's own counters are."""
+        self._lock = threading.Lock()
 
     def seed(self, framework: str, status: int) -> None:
         """Report ``{framework, status}`` from now on, at 0 until an open."""
@@ -180,9 +191,21 @@ class Instruments:
         return attributes
 
 
+# Every OpenCounts of this process, for the child of a fork.
+_FORK_SAFE: weakref.WeakSet[OpenCounts] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _INSTRUMENTS_LOCK  # noqa: PLW0603 - replaced only in a fresh child
+    _INSTRUMENTS_LOCK = threading.Lock()
+    for counts in list(_FORK_SAFE):
+        counts.after_fork_in_child()
+
+
 _GLOBAL_INSTRUMENTS: list[Instruments] = []
 _INSTRUMENTS: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
 _INSTRUMENTS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def instruments_for(meter_provider: MeterProvider | None) -> Instruments:
@@ -240,6 +263,7 @@ class Telemetry:
         "_drops_unsampled",
         "_live",
         "_phase_detail",
+        "_serving",
         "framework",
         "instruments",
         "settings",
@@ -261,7 +285,7 @@ class Telemetry:
         self.instruments: Instruments | None = None
         if settings.metrics:
             self.instruments = instruments_for(meter_provider)
-            self.instruments.open_counts.seed(framework, 304)
+        self._serving = False
         # Phase metrics other than the wait need every phase collected.
         self._phase_detail = settings.metrics and bool(
             settings.phase_metrics - {n.PHASE_THREADPOOL_WAIT}
@@ -269,6 +293,14 @@ class Telemetry:
         self._live = False
         self._decided_for: object = None
         self._drops_unsampled = False
+
+    def serving(self) -> None:
+        """This process's app serves from now on: report the 304 zero series."""
+        if self._serving:
+            return
+        self._serving = True
+        if self.instruments is not None:
+            self.instruments.open_counts.seed(self.framework, 304)
 
     # -- deciding what a response collects ----------------------------------------
 
@@ -318,6 +350,8 @@ class Telemetry:
         nothing could record it."""
         if self.inert() or not is_instrumentation_enabled():
             return None
+        if not self._serving:
+            self.serving()
         if parent is None:
             parent = context_api.get_current()
         spans = self.may_record_spans(parent)

@@ -42,11 +42,13 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   ``fileresp.content_encoding`` says which variant was served (``br``,
   ``gzip`` or ``identity``);
 - ``pathlib.Path.open``, acting only while a file response is being served,
-  sets ``fileresp.opened`` and times ``fileresp.open`` when the path opened is
-  the served file (``FileResponse``'s path or the variant the stat chose), by
-  whoever opens it (aiohttp's open job or its ``_make_response``, a
-  ``FileResponse`` subclass); other files (an ``on_response_prepare`` signal
-  reading a template, say) do not count;
+  times ``fileresp.open`` when the path opened is the served file
+  (``FileResponse``'s path or the variant the stat chose), by whoever opens
+  it (aiohttp's open job or its ``_make_response``, a ``FileResponse``
+  subclass), and tells a failed open. ``fileresp.opened`` comes from Python's
+  ``open`` audit event (see ``otel_fileresp._record``), so an
+  ``on_response_prepare`` signal reading the served file with the builtin
+  ``open()`` counts too; other files (a template, say) do not;
 - from 3.11.10, ``FileResponse._make_response`` (one executor job doing stat,
   precondition checks, open and fstat, reported as job ``make_response``) is
   split into ``fileresp.stat``, ``fileresp.precondition`` (from the end of the
@@ -104,6 +106,7 @@ from typing import Any, Final, TypeVar
 from opentelemetry import context as context_api
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained
@@ -360,6 +363,7 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or current_scope() is not None or telemetry.inert():
             return None
+        self.verify_patches()
         with _GUARD_AIOHTTP_START:
             holder = vars(response).pop(_HOLDER, None)
             if holder is _SUPPRESSED:
@@ -452,17 +456,25 @@ class _AiohttpHooks(Hooks):
             return wrapped(*args, **kwargs)
         return _sent(scope.record, instance, wrapped(*args, **kwargs))
 
-    def decision(self, result: str) -> Callable[..., Any]:
-        """Wrapper of ``_not_modified`` / ``_precondition_failed``: the on-loop decision."""
+    def not_modified(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """``_not_modified`` (up to 3.11.9): the on-loop checks answered 304."""
+        return self._decided(n.PRECONDITION_NOT_MODIFIED, wrapped, args, kwargs)
 
-        def decided(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-            scope = current_scope()
-            if scope is not None:
-                with _GUARD_AIOHTTP_DECISION:
-                    _decide_on_loop(scope.record, result)
-            return wrapped(*args, **kwargs)
+    def precondition_failed(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        """``_precondition_failed`` (up to 3.11.9): the on-loop checks answered 412."""
+        return self._decided(n.PRECONDITION_FAILED, wrapped, args, kwargs)
 
-        return decided
+    @staticmethod
+    def _decided(result: str, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        scope = current_scope()
+        if scope is not None:
+            with _GUARD_AIOHTTP_DECISION:
+                _decide_on_loop(scope.record, result)
+        return wrapped(*args, **kwargs)
 
 
 async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) -> T:
@@ -474,9 +486,10 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
         raise
     status = response.status
     size = 0
-    if status in (200, 206):
-        # Compression drops the Content-Length: then a 200 sent the whole file.
-        size = response.content_length or (record.file_size if status == 200 else 0) or 0
+    if 200 <= status < 300 and status != 204:
+        # Any status the app chose for a whole file (200, 203, ...) or a 206.
+        # Compression drops the Content-Length: then a whole file was sent.
+        size = response.content_length or (record.file_size if status != 206 else 0) or 0
     record.body_handed_over(size, perf_counter_ns(), n.TRANSFER_SENDFILE)
     return writer
 
@@ -500,13 +513,20 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         hooks.stat_method = stat_method
         combined_job = hasattr(FileResponse, "_make_response")  # aiohttp 3.11.10+
         patches = [
-            Patch("concurrent.futures.thread:ThreadPoolExecutor", "submit", hooks.submit),
+            Patch(
+                "concurrent.futures.thread:ThreadPoolExecutor",
+                "submit",
+                hooks.submit,
+                watched=True,
+            ),
             Patch(_FILE_RESPONSE, "__init__", hooks.init),
             Patch(_FILE_RESPONSE, "prepare", hooks.prepare),
             Patch(_FILE_RESPONSE, stat_method, hooks.stat),
             # Every release: an open of the served file by anything serving the
             # response (aiohttp's open job or `_make_response`, a subclass).
             Patch("pathlib:Path", "open", hooks.path_open),
+            # The app's startup and cleanup: the zero series, the flush (_lifecycle).
+            *_lifecycle.aiohttp_patches(hooks),
         ]
         if combined_job:
             # The checks' result and time come from the job's own result;
@@ -516,11 +536,6 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         else:
             patches.append(Patch(_FILE_RESPONSE, "_sendfile", hooks.send))
             # Up to 3.11.9 the checks run on the loop: their decision is timed here.
-            patches.extend(
-                Patch(_FILE_RESPONSE, name, hooks.decision(result))
-                for name, result in (
-                    ("_not_modified", n.PRECONDITION_NOT_MODIFIED),
-                    ("_precondition_failed", n.PRECONDITION_FAILED),
-                )
-            )
+            patches.append(Patch(_FILE_RESPONSE, "_not_modified", hooks.not_modified))
+            patches.append(Patch(_FILE_RESPONSE, "_precondition_failed", hooks.precondition_failed))
         return patches

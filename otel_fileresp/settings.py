@@ -7,7 +7,9 @@
 - ``OTEL_PYTHON_FILERESP_PHASE_SPANS`` (``phase_spans``): ``true`` (default) | ``false``;
 - ``OTEL_PYTHON_FILERESP_PHASE_METRICS`` (``phase_metrics``): ``threadpool.wait``
   (default) | a comma-separated list of phases | ``all`` | ``none``;
-- ``OTEL_PYTHON_FILERESP_METRICS`` (``metrics``): ``true`` (default) | ``false``.
+- ``OTEL_PYTHON_FILERESP_METRICS`` (``metrics``): ``true`` (default) | ``false``;
+- ``OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN`` (``flush_on_shutdown``): ``true``
+  (default) | ``false``.
 
 ``capture_path``: ``name`` records only the file's base name as ``file.name``;
 ``full`` adds the absolute server path as ``file.path``; ``none`` records
@@ -30,6 +32,12 @@ list of phase names.
 spans are unaffected. An SDK view that drops the instruments cannot give
 this: a dropped instrument still costs the SDK nearly a full update.
 
+``flush_on_shutdown``: when the app shuts down (Starlette/FastAPI lifespan
+shutdown, aiohttp's application cleanup), after its last response, the
+global tracer and meter providers are flushed (``force_flush``, at most a
+few seconds, see :mod:`otel_fileresp._lifecycle`), so a SIGTERM loses no span
+or metric point. ``false`` leaves flushing to the application.
+
 A keyword argument wins over the environment. An invalid value never raises:
 it logs one warning naming the variable and the default used instead.
 """
@@ -51,6 +59,7 @@ _CAPTURE_PATHS: dict[str, CapturePath] = {value: value for value in get_args(Cap
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 DEFAULT_PHASE_METRICS: frozenset[str] = frozenset({n.PHASE_THREADPOOL_WAIT})
+ENV_FLUSH_ON_SHUTDOWN = "OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN"
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Settings:
     phase_spans: bool = True
     phase_metrics: frozenset[str] = DEFAULT_PHASE_METRICS
     metrics: bool = True
+    flush_on_shutdown: bool = True
 
     @classmethod
     def resolve(
@@ -69,6 +79,7 @@ class Settings:
         phase_spans: object = None,
         phase_metrics: object = None,
         metrics: object = None,
+        flush_on_shutdown: object = None,
     ) -> Settings:
         """Combine keyword arguments (when not None) with the environment."""
         default = cls()
@@ -84,6 +95,10 @@ class Settings:
                 default.phase_metrics,
             ),
             metrics=_boolean(_pick("metrics", metrics, n.ENV_METRICS), default.metrics),
+            flush_on_shutdown=_boolean(
+                _pick("flush_on_shutdown", flush_on_shutdown, ENV_FLUSH_ON_SHUTDOWN),
+                default.flush_on_shutdown,
+            ),
         )
 
 

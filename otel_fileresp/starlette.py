@@ -35,10 +35,14 @@ message) to the last body message, with the reads aggregated on it. With
 never answers 304 (Starlette evaluates only If-Range there).
 
 The served file is the path ``lookup_path`` found (``StaticFiles``) or the
-``FileResponse``'s own path: only its ``open`` job sets ``fileresp.opened``,
-and only reads of the file object that job returned are body reads. A file a
-``StaticFiles`` subclass opens for itself (a manifest, say) is a pool job of
-the response, nothing more.
+``FileResponse``'s own path. An ``os.stat`` job is the stat phase only for
+that path (or inside Starlette 0.15-0.16's async ``lookup_path``, whose
+result names it); a stat of any other path (a subclass's sidecar stat of a
+manifest, ``StaticFiles``' check of its directory) is a pool job of the
+response, nothing more. ``fileresp.opened`` is set by any open of the served
+file in the response's context (Python's ``open`` audit event: Starlette's
+open job, or app code reading it), and only reads of the file object
+Starlette's open job returned are body reads.
 
 ``fileresp.precondition.header`` is the header that decided, by Starlette's
 own precedence: when both If-None-Match and If-Modified-Since are sent and
@@ -58,8 +62,10 @@ A client that leaves mid-body: Starlette 1.8+ sees ``http.disconnect`` and
 stops without an exception, reported as ``error.type=incomplete_body``, unless
 the whole body announced by ``content-length`` had been handed over already
 (a 0-byte file, a HEAD, a 304 are complete with their head). Earlier releases
-keep reading the file into the closed connection (uvicorn drops the
-messages), so the response ends ``sent`` with every byte counted.
+keep reading the file into the closed connection, and uvicorn and hypercorn
+drop those messages without telling the app: their own state says the
+client left (:mod:`otel_fileresp._asgi_servers`), so those messages are not
+handed over and the response ends ``incomplete_body`` too.
 
 Supported and tested: see docs/compatibility.md.
 """
@@ -67,14 +73,18 @@ Supported and tested: see docs/compatibility.md.
 from __future__ import annotations
 
 import builtins
+import inspect
 import io
 import os
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import ContextVar
 from time import perf_counter_ns
 from typing import Any, Final
 
+from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
+from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained
 from otel_fileresp._patching import Patch
@@ -101,6 +111,7 @@ _GUARD_STARLETTE_IS_NOT_MODIFIED: Final = contained(
 _GUARD_STARLETTE_RUN_SYNC: Final = contained(
     "starlette.run_sync", "failed to wrap a worker-thread job"
 )
+_GUARD_STARLETTE_LOOKUP: Final = contained("starlette.lookup", "failed to note the file found")
 _GUARD_STARLETTE_START: Final = contained(
     "starlette.start", "failed to start recording a file response"
 )
@@ -120,9 +131,15 @@ def _content_length(headers: Any) -> int | None:
     return None
 
 
+_WEBSOCKET_DENIAL: Final = "websocket."
+
+
 def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
     """``message`` went to the server: tell the record."""
     kind = message.get("type")
+    if isinstance(kind, str) and kind.startswith(_WEBSOCKET_DENIAL):
+        # A FileResponse refusing a websocket (``websocket.http.response.*``).
+        kind = kind[len(_WEBSOCKET_DENIAL) :]
     now = perf_counter_ns()
     if kind == "http.response.body":
         record.body_chunk(len(message.get("body", b"")), now)
@@ -141,10 +158,21 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
     cancelled while the server had it (trio's hypercorn delivers the final
     body message, then cancels the sender on ``http.disconnect``); an
     exception from the server (``OSError``: the client is gone) means it was
-    not delivered."""
+    not delivered, and so does a message the server drops because the client
+    left (see :mod:`otel_fileresp._asgi_servers`)."""
+
+    client_gone = None
+    with _GUARD_STARLETTE_SEND:
+        client_gone = client_gone_check(send)
 
     async def send_observed(message: Message) -> None:
         started = perf_counter_ns()
+        if client_gone is not None and client_gone():
+            # The client left: the server drops what it is sent now, so it is
+            # not handed over (the response ends incomplete unless every
+            # byte owed went before).
+            await send(message)
+            return
         try:
             await send(message)
         except BaseException as exc:
@@ -168,10 +196,15 @@ def _note_lookup(record: ResponseRecord, result: Any) -> None:
 
 def _note_stat_of(path: Any) -> OnResult:
     def note_stat(record: ResponseRecord, stat_result: Any) -> None:
-        if stat.S_ISREG(stat_result.st_mode):
+        if stat.S_ISREG(stat_result.st_mode) and record.is_served(path):
             record.looked_up(path, stat_result.st_size)
 
     return note_stat
+
+
+# True while Starlette 0.15-0.16's async ``lookup_path`` runs: its ``os.stat``
+# jobs are the lookup's (the served file is what it returns).
+_IN_ASYNC_LOOKUP: Final[ContextVar[bool]] = ContextVar("otel_fileresp_lookup", default=False)
 
 
 def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] | None:
@@ -180,8 +213,13 @@ def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] |
     if fn is builtins.open:
         return record.wrap_job(fn, n.JOB_OPEN, opens=args[1] if len(args) > 1 else None)
     if fn is os.stat:
+        # The served file's stat (a FileResponse without stat_result), or the
+        # async lookup's; any other path (an app's sidecar stat of a
+        # manifest, StaticFiles' check of its directory) is not the stat phase.
         path = args[1] if len(args) > 1 else None
-        return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
+        if _IN_ASYNC_LOOKUP.get() or record.is_served(path):
+            return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
+        return record.wrap_job(fn, n.JOB_OTHER)
     name = getattr(fn, "__name__", None)
     if name in _READ_METHODS or name == "close":
         owner = getattr(fn, "__self__", None)
@@ -260,9 +298,13 @@ class _StarletteHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None or telemetry.inert():
             return None
+        self.verify_patches()
         with _GUARD_STARLETTE_START:
             scope = _asgi_arguments(*args, **kwargs)[0]
-            if scope.get("type") != "http":
+            kind = scope.get("type")
+            # A FileResponse may also refuse a websocket with a file (the ASGI
+            # websocket denial response); StaticFiles serves HTTP only.
+            if kind != "http" and not (kind == "websocket" and response is not None):
                 return None
             record = telemetry.start_record(head=scope.get("method") == "HEAD")
             if record is None:
@@ -294,6 +336,16 @@ class _StarletteHooks(Hooks):
             scope.record.precondition(started, ended, result, header)
         return not_modified
 
+    def async_lookup_path(
+        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
+    ) -> Awaitable[Any]:
+        """Starlette 0.15-0.16's ``lookup_path`` (a coroutine): its result is
+        the served file."""
+        scope = current_scope()
+        if scope is None:
+            return wrapped(*args, **kwargs)
+        return _looked_up(scope.record, wrapped(*args, **kwargs))
+
     def should_use_range(
         self, wrapped: Callable[..., bool], instance: Any, args: Any, kwargs: Any
     ) -> bool:
@@ -305,6 +357,17 @@ class _StarletteHooks(Hooks):
         result = n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED
         scope.record.precondition(started, perf_counter_ns(), result, "if-range")
         return use_range
+
+
+async def _looked_up(record: ResponseRecord, lookup: Awaitable[Any]) -> Any:
+    token = _IN_ASYNC_LOOKUP.set(True)
+    try:
+        result = await lookup
+    finally:
+        _IN_ASYNC_LOOKUP.reset(token)
+    with _GUARD_STARLETTE_LOOKUP:
+        _note_lookup(record, result)
+    return result
 
 
 def _headers_of(response_headers: Any, request_headers: Any) -> tuple[Any, Any]:
@@ -326,8 +389,10 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
     hooks_type = _StarletteHooks
 
     def _patches(self, hooks: _StarletteHooks) -> Sequence[Patch]:
-        return (
-            Patch("anyio.to_thread", "run_sync", hooks.run_sync),
+        from starlette.staticfiles import StaticFiles
+
+        patches = [
+            Patch("anyio.to_thread", "run_sync", hooks.run_sync, watched=True),
             Patch("starlette.staticfiles:StaticFiles", "__call__", hooks.static_files_call),
             Patch("starlette.staticfiles:StaticFiles", "is_not_modified", hooks.is_not_modified),
             Patch("starlette.responses:FileResponse", "__call__", hooks.file_response_call),
@@ -338,4 +403,11 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
                 hooks.should_use_range,
                 required=False,
             ),
-        )
+            # The app's startup and shutdown: the zero series, the flush (_lifecycle).
+            *_lifecycle.starlette_patches(hooks),
+        ]
+        if inspect.iscoroutinefunction(StaticFiles.lookup_path):  # up to 0.16
+            patches.append(
+                Patch("starlette.staticfiles:StaticFiles", "lookup_path", hooks.async_lookup_path)
+            )
+        return patches

@@ -169,8 +169,11 @@ def _let_the_server_finish(connection: http.client.HTTPConnection) -> None:
 
 @contextmanager
 def serve_asgi(app: Any, **config: Any) -> Iterator[LoopbackServer]:
-    """Serve an ASGI app with a real uvicorn server on 127.0.0.1."""
+    """Serve an ASGI app with a real uvicorn server on 127.0.0.1 (its h11
+    protocol unless ``http=`` says otherwise: httptools is installed too)."""
     import uvicorn
+
+    config.setdefault("http", "h11")
 
     class Server(uvicorn.Server):
         async def main_loop(self) -> None:

@@ -104,7 +104,9 @@ VOCABULARY: dict[str, set[str] | None] = {
     "fileresp.read.count": None,
     "file.size": None,
 }
-ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+# An exception's class name, incomplete_body, or an error status the
+# framework sent itself (its code: "400").
+ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|[45][0-9][0-9]")
 
 
 # -- strategies ------------------------------------------------------------------

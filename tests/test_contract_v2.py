@@ -173,12 +173,43 @@ def test_metrics_false_records_no_metric_and_keeps_the_spans(
     assert len([s for s in telemetry.spans() if s.name == n.SPAN_RESPONSE]) == 3
 
 
+def _points_once_started(framework: str, root: Path, telemetry: Telemetry) -> list[Any]:
+    """``fileresp.opens`` read after the app's startup, before any request."""
+    if framework == "starlette":
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+        from starlette.staticfiles import StaticFiles
+        from starlette.testclient import TestClient
+
+        app = Starlette(routes=[Mount("/static", StaticFiles(directory=str(root)))])
+        with TestClient(app):  # runs the lifespan startup
+            return points(telemetry, "fileresp.opens")
+    import asyncio
+
+    from aiohttp import web
+
+    async def started() -> list[Any]:
+        app = web.Application()
+        app.router.add_routes([web.static("/static", root)])
+        runner = web.AppRunner(app)
+        await runner.setup()  # Application.startup()
+        try:
+            return points(telemetry, "fileresp.opens")
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(started())
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_304_series_is_reported_at_zero_before_any_traffic(
-    framework: str, telemetry: Telemetry
+def test_the_304_series_is_reported_at_zero_from_the_apps_startup(
+    framework: str, files: Path, telemetry: Telemetry
 ) -> None:
-    with instrumenting(framework, telemetry):
-        opens = points(telemetry, "fileresp.opens")
+    """v2.1: from the moment the app starts serving, before any traffic; not
+    from ``instrument()`` alone (a gunicorn master instruments and serves nothing)."""
+    with instrumenting(framework, telemetry, flush_on_shutdown=False):
+        assert points(telemetry, "fileresp.opens") == []
+        opens = _points_once_started(framework, files, telemetry)
     assert [(dict(p.attributes), p.value) for p in opens] == [
         ({n.ATTR_FRAMEWORK: framework, n.ATTR_STATUS_CODE: 304}, 0)
     ]

@@ -353,7 +353,7 @@ def test_contract_survives_otlp(wire: Wire, framework: str, tmp_path: Path) -> N
         assert point.count and point.total is not None and point.total >= 0.0
 
     opens = ours_latest("fileresp.opens")
-    # The 304 series is reported from instrument() on, at 0.
+    # The 304 series is reported from the app's start, at 0.
     assert {p.attributes["http.response.status_code"]: p.value for p in opens} == {200: 2, 304: 0}
     for point in opens:
         assert (point.kind, point.unit, point.monotonic) == ("sum", "{open}", True)

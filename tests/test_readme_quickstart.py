@@ -28,6 +28,7 @@ step has a timeout.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,6 +280,16 @@ def test_readme_quickstart(tmp_path: Path) -> None:
     # exporter's spans.json (uvicorn's log lines mixed in) and the check
     # passes; on an empty file it fails, with its own status.
     [spans] = sorted(temporary.glob("*/spans.json"))
+    # Each fileresp.response is the child of its request's server span (the
+    # block installs a server instrumentation), not a root span.
+    console = _console_spans(spans.read_text())
+    responses = [s for s in console.values() if s["name"] == "fileresp.response"]
+    assert len(responses) == 2, sorted(s["name"] for s in console.values())
+    for response in responses:
+        parent = console.get(response["parent_id"] or "")
+        assert parent is not None, f"fileresp.response has no parent: {response}"
+        assert parent["kind"] == "SpanKind.SERVER", parent
+        assert parent["context"]["trace_id"] == response["context"]["trace_id"]
     passed = _report(venv, spans)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "Check passed" in passed.stdout, passed.stdout
@@ -285,6 +297,18 @@ def test_readme_quickstart(tmp_path: Path) -> None:
     empty.write_text("")
     failed = _report(venv, empty)
     assert failed.returncode == 3, failed.stdout + failed.stderr
+
+
+def _console_spans(text: str) -> dict[str, dict[str, Any]]:
+    """The console exporter's spans in ``text`` (JSON objects one after another), by span ID."""
+    spans: dict[str, dict[str, Any]] = {}
+    decoder = json.JSONDecoder()
+    at = text.find("{")
+    while at >= 0:
+        span, end = decoder.raw_decode(text, at)
+        spans[span["context"]["span_id"]] = span
+        at = text.find("{", end)
+    return spans
 
 
 def _report(venv: Path, path: Path) -> subprocess.CompletedProcess[str]:

@@ -205,7 +205,7 @@ def test_a_wait_counts_only_up_to_the_end() -> None:
     record, _ = new()
     job = record.wrap_job(lambda: None, n.JOB_STAT)
     assert job is not None
-    record.head_sent(200, 2_000, 0)
+    record.head_sent(200, perf_now(), None)
     record.body_done(perf_now())  # the response ends while the job is queued
     job()
     assert record.jobs == 1
@@ -216,6 +216,61 @@ def perf_now() -> int:
     from time import perf_counter_ns
 
     return perf_counter_ns()
+
+
+def test_the_end_is_the_last_byte_owed_not_a_later_empty_message() -> None:
+    """v2.1: a response ends when its last byte was handed over; jobs after
+    it (the read that finds the end of the file, a close) are not its own."""
+    record, _ = new()
+    record.begin()
+    record.head_sent(200, perf_now(), 5)
+    record.body_chunk(5, perf_now())
+    last_byte = record._last_byte_ns
+    job = record.wrap_job(lambda: b"", n.JOB_READ)  # reads EOF after the last byte
+    assert job is not None
+    job()
+    record.body_done(perf_now())  # the final, empty, message
+    record.end()
+    assert record.end_ns == last_byte
+    assert record.jobs == 0 and record.wait_s == 0
+
+
+def test_an_open_of_the_served_file_seen_by_the_audit_hook_sets_opened() -> None:
+    record, _ = new()
+    record.begin()
+    record.serves("/srv/static/app.js")
+    record.open_seen("/srv/static/other.js")
+    assert not record.opened
+    record.open_seen("/srv/static/./app.js")  # the same file, spelled otherwise
+    assert record.opened
+
+
+def test_an_open_seen_before_the_served_file_is_known_counts_once_it_is() -> None:
+    record, _ = new()
+    record.begin()
+    record.open_seen("/srv/static/app.js")
+    assert not record.opened
+    record.looked_up("/srv/static/app.js", 5)
+    assert record.opened
+
+
+def test_a_failed_open_of_the_served_file_is_not_opened() -> None:
+    record, _ = new()
+    record.begin()
+    record.serves("/srv/static/app.js")
+    record.open_seen("/srv/static/app.js")  # the audit event comes first
+    record.open_failed("/srv/static/app.js", perf_now())  # then it raised
+    assert not record.opened
+
+
+def test_opens_after_the_response_completed_are_not_its_own() -> None:
+    record, _ = new()
+    record.begin()
+    record.serves("/srv/static/app.js")
+    record.head_sent(304, perf_now(), None)
+    record.body_done(perf_now())
+    record.open_seen("/srv/static/app.js")
+    assert not record.opened
 
 
 def test_a_job_of_unknown_kind_while_sending_is_a_read() -> None:

@@ -1,6 +1,7 @@
 """Production servers, stopped with SIGTERM: every span and metric point arrives.
 
-Each test runs a real server in its own process group, the way
+Each test runs a real server in its own process group (uvicorn, 1 process;
+the others with 2 workers), the way
 docs/servers.md tells users to, with the files of ``examples/servers/``
 exactly as shipped (``starlette_app.py``, ``aiohttp_app.py``,
 ``gunicorn.conf.py``) and ``opentelemetry-instrument`` exporting over
@@ -15,11 +16,12 @@ OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
 
 The batch span processor and the metric reader are set to export every 60 s,
 so nothing is exported on schedule during a test: what the receiver gets was
-flushed by the shutdown recipe (the app's lifespan or ``on_cleanup``) or at
-interpreter exit. The test sends N requests (200s and 304s), SIGTERMs the
-server and asserts exactly N ``fileresp.response`` spans, with the right
-status, outcome, ``opened`` and ``transfer``, and N ``fileresp.duration``
-observations, per worker.
+flushed by the package when the app shut down (its lifespan shutdown or
+aiohttp's cleanup; the apps have no flush code) or at interpreter exit. The
+test sends N requests (200s and 304s), SIGTERMs the server and asserts
+exactly N ``fileresp.response`` spans, with the right status, outcome,
+``opened`` and ``transfer``, and N ``fileresp.duration`` observations, per
+worker.
 
 **Reaching every worker deterministically.** Workers share the listening
 socket, so which one accepts a connection is up to the kernel. The test
@@ -29,19 +31,22 @@ process holding the server end of a connection in ``/proc/net/tcp`` and
 So it knows how many responses each worker served, and checks that each
 worker's spans and points (told apart by ``process.pid``) match.
 
-**Without the recipe** (``test_sigterm_without_flush``) the same servers run
-the tests' apps (``tests/apps/``), which have no shutdown hook: gunicorn's
-``UvicornWorker`` and granian deliver nothing (their workers die of the
-signal or exit without running exit handlers); aiohttp's worker and
-hypercorn exit normally, so the SDK's own exit handler delivers everything.
+**With the flush off** (``test_sigterm_with_flush_off``,
+``OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN=false``) the same servers run the
+tests' apps (``tests/apps/``, no flush code either): uvicorn, gunicorn's
+``UvicornWorker`` and granian deliver nothing (uvicorn re-raises the signal,
+the workers die of it or exit without running exit handlers); aiohttp's
+worker and hypercorn exit normally, so the SDK's own exit handler delivers
+everything.
 Those facts are what docs/servers.md states; if a server release changes
 them, that test says so.
 
 **Prometheus under gunicorn** (``test_prometheus_per_worker_ports``): with
 ``OTEL_METRICS_EXPORTER=prometheus`` the master binds the exporter's port
 before forking and answers the scrapes from its own meter provider, which
-served nothing; ``gunicorn.conf.py``'s ``post_fork`` gives each worker its own
-port, and the counts scraped there add up to the responses sent.
+served nothing, so it has no ``fileresp_*`` series (not even the 304 zero
+series); ``gunicorn.conf.py``'s ``post_fork`` gives each worker its own port,
+and the counts scraped there add up to the responses sent.
 
 Every start, request, wait and stop is bounded; a server that does not stop
 is killed with its whole process group and the test fails.
@@ -298,9 +303,23 @@ def running(
             _kill_group(process)
 
 
-def stop(server: Server) -> None:
-    """SIGTERM, as Docker, Kubernetes and systemd send; the whole group must exit."""
-    _stop(server, signal.SIGTERM)
+def stop(server: Server, *, dies_of_signal: bool = False) -> None:
+    """SIGTERM, as Docker, Kubernetes and systemd send; the whole group must exit.
+
+    ``dies_of_signal``: uvicorn re-raises the signal once it has shut down
+    gracefully, so it ends with -SIGTERM rather than 0.
+    """
+    if dies_of_signal:
+        process = server.process
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s:\n{server.log()}")
+        assert returncode in (0, -signal.SIGTERM), server.log()
+    else:
+        _stop(server, signal.SIGTERM)
     log = server.log()
     assert "Traceback" not in log, log
     assert "otel_fileresp:" not in log, log
@@ -317,10 +336,12 @@ class Setup:
     # transfer of a 200, and whether Python opened the file for it
     transfer: str
     opened: bool
-    # what arrives without a shutdown hook: every response, or none
+    # what arrives with OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN=false: every
+    # response (the SDK's exit handler runs), or none
     delivered_without_flush: bool
-    # the same server, running the tests' app (no shutdown hook)
+    # the same server, running the tests' app (no flush code either)
     bare_command: list[str]
+    dies_of_signal: bool = False
 
 
 def _gunicorn(worker_class: str, target: str, config: bool = True) -> list[str]:
@@ -349,6 +370,17 @@ def _hypercorn() -> list[str]:
     ]
 
 
+def _uvicorn() -> list[str]:
+    return [
+        str(BIN / "uvicorn"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "starlette_app:app",
+    ]
+
+
 def _granian() -> list[str]:
     return [
         str(BIN / "granian"),
@@ -365,6 +397,16 @@ def _granian() -> list[str]:
 
 
 SETUPS = {
+    "uvicorn": Setup(
+        _uvicorn(),
+        workers=1,
+        framework="starlette",
+        transfer="read",
+        opened=True,
+        delivered_without_flush=False,
+        bare_command=_uvicorn(),
+        dies_of_signal=True,
+    ),
     "gunicorn-uvicorn-worker": Setup(
         _gunicorn("uvicorn_worker.UvicornWorker", "starlette_app:app"),
         workers=2,
@@ -454,8 +496,9 @@ def _without_transfer(counts: dict[int, Counter[tuple[object, ...]]]) -> dict[in
 
 
 @pytest.mark.parametrize("name", list(SETUPS))
-def test_sigterm_with_flush_delivers_everything(tmp_path: Path, name: str) -> None:
-    """The examples as shipped: N responses, SIGTERM, exactly N spans and N observations."""
+def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
+    """The examples as shipped (no flush code): N responses, SIGTERM, exactly N
+    spans and N observations, flushed by the package at the app's shutdown."""
     setup = SETUPS[name]
     with (
         otlp_http_receiver() as receiver,
@@ -463,7 +506,7 @@ def test_sigterm_with_flush_delivers_everything(tmp_path: Path, name: str) -> No
     ):
         pins = _pin_workers(server, setup.workers)
         _serve(pins, N)
-        stop(server)
+        stop(server, dies_of_signal=setup.dies_of_signal)
     expected = _expected(setup, pins)
     received = receiver.received
     received.wait_until(lambda r: len(r.spans("fileresp.response")) >= N, DATA_TIMEOUT)
@@ -478,6 +521,15 @@ def test_sigterm_with_flush_delivers_everything(tmp_path: Path, name: str) -> No
     instances = {(s.pid, s.resource.get("service.instance.id")) for s in received.spans()}
     assert len({pid for pid, _ in instances}) == len(instances) == setup.workers
     assert len({i for _, i in instances if i}) == setup.workers
+    # fileresp.opens comes from the workers only (a gunicorn master that
+    # instrumented and served nothing sends no series), each with its 304
+    # series at 0: the positive control is there once per serving process.
+    workers = {pin.pid for pin in pins}
+    opens = received.latest_points("fileresp.opens")
+    assert {point.resource.get("process.pid") for point in opens} == workers
+    zero = [p for p in opens if p.attributes.get("http.response.status_code") == 304]
+    assert sorted(p.resource.get("process.pid") for p in zero) == sorted(workers)
+    assert {p.value for p in zero} == {0}
     for span in received.spans("fileresp.response"):
         assert span.attributes["fileresp.framework"] == setup.framework
         assert span.attributes["file.name"] == "hello.txt"
@@ -486,21 +538,28 @@ def test_sigterm_with_flush_delivers_everything(tmp_path: Path, name: str) -> No
 
 
 @pytest.mark.parametrize("name", list(SETUPS))
-def test_sigterm_without_flush(tmp_path: Path, name: str) -> None:
-    """The tests' apps, with no shutdown hook: what each server loses on SIGTERM.
+def test_sigterm_with_flush_off(tmp_path: Path, name: str) -> None:
+    """The tests' apps, ``OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN=false``: what
+    each server loses on SIGTERM without the package's flush.
 
-    gunicorn's UvicornWorker and granian lose every span and point buffered in
-    their workers; aiohttp's worker and hypercorn exit normally and the SDK's
-    exit handler flushes. docs/servers.md reports the same figures.
+    uvicorn, gunicorn's UvicornWorker and granian lose every span and point
+    buffered in their workers; aiohttp's worker and hypercorn exit normally and
+    the SDK's exit handler flushes. docs/servers.md reports the same figures.
     """
     setup = SETUPS[name]
     with (
         otlp_http_receiver() as receiver,
-        running(tmp_path, setup.bare_command, TEST_APPS, receiver) as server,
+        running(
+            tmp_path,
+            setup.bare_command,
+            TEST_APPS,
+            receiver,
+            {"OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN": "false"},
+        ) as server,
     ):
         pins = _pin_workers(server, setup.workers)
         _serve(pins, N)
-        stop(server)
+        stop(server, dies_of_signal=setup.dies_of_signal)
     received = receiver.received
     if setup.delivered_without_flush:
         received.wait_until(lambda r: len(r.spans("fileresp.response")) >= N, DATA_TIMEOUT)
@@ -539,11 +598,12 @@ def _duration_count(exposition: str) -> int:
     return int(total)
 
 
-def test_prometheus_per_worker_ports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
+def test_prometheus_per_worker_ports(tmp_path: Path, preload: bool) -> None:
     """gunicorn, 2 UvicornWorkers, ``OTEL_METRICS_EXPORTER=prometheus``.
 
-    The exporter's own port (bound by the master before it forked) shows none
-    of the responses; the per-worker ports that ``gunicorn.conf.py`` opens in
+    The exporter's own port (bound by the master before it forked) shows no
+    ``fileresp_*`` series at all; the per-worker ports that ``gunicorn.conf.py`` opens in
     ``post_fork`` show each worker's, and together all of them.
     """
     base = _free_ports(3)
@@ -553,14 +613,48 @@ def test_prometheus_per_worker_ports(tmp_path: Path) -> None:
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(base),
     }
     setup = SETUPS["gunicorn-uvicorn-worker"]
-    with running(tmp_path, setup.command, EXAMPLES, None, env) as server:
+    # --preload: the master imports the app (and so instruments it) before forking.
+    command = [*setup.command[:-1], "--preload", setup.command[-1]] if preload else setup.command
+    with running(tmp_path, command, EXAMPLES, None, env) as server:
         pins = _pin_workers(server, 2)
         # Unequal shares, so each port's count says which worker it is.
         _serve(pins, 10)
         _serve(pins[:1], 5)
         master = _scrape(base)
-        per_worker = sorted(_duration_count(_scrape(base + i)) for i in (1, 2))
+        workers = [_scrape(base + i) for i in (1, 2)]
+        per_worker = sorted(_duration_count(exposition) for exposition in workers)
         stop(server)
-    assert "fileresp_duration_seconds_count{" not in master
+    # Each worker reports the positive control.
+    assert all("fileresp_opens_total{" in exposition for exposition in workers)
+    # The master serves nothing: not even the 304 zero series (the positive
+    # control of docs/proving-304.md is only reported where an app serves).
+    assert "fileresp_" not in master, master
     assert per_worker == sorted(len(p.statuses) for p in pins) == [5, 10]
     assert "Prometheus metrics on 127.0.0.1" in server.log()
+
+
+def test_prometheus_worker_without_a_port_logs_an_error(tmp_path: Path) -> None:
+    """Every worker port taken: each worker still serves, and says at ERROR
+    that its metrics are not served (no silent gap in the scrape)."""
+    base = _free_ports(3)
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(base),
+    }
+    setup = SETUPS["gunicorn-uvicorn-worker"]
+    with ExitStack() as taken:
+        for port in (base + 1, base + 2):
+            sock = taken.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        with running(tmp_path, setup.command, EXAMPLES, None, env) as server:
+            pins = _pin_workers(server, 2)
+            _serve(pins, 4)
+            _stop(server, signal.SIGTERM)
+    errors = [line for line in server.log().splitlines() if "no free Prometheus port" in line]
+    assert len(errors) == 2, server.log()
+    assert all("[ERROR]" in line for line in errors), errors
+    assert {str(pin.pid) for pin in pins} == {
+        line.split("worker ")[1].split(":")[0] for line in errors
+    }

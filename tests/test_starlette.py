@@ -201,7 +201,9 @@ def test_malformed_and_unsatisfiable_range(
         assert reply.status == ranged_status
         assert attrs(response)["fileresp.outcome"] == outcome
         assert attrs(response)["fileresp.opened"] is False
-        assert "error.type" not in attrs(response)
+        # An error status Starlette sent itself is its error.type (issue 19).
+        expected_error = str(ranged_status) if outcome == "error" else None
+        assert attrs(response).get("error.type") == expected_error
     else:
         assert reply.status == 200
     assert attrs(response)["http.response.status_code"] == reply.status
@@ -287,7 +289,9 @@ def test_span_count_is_bounded_by_phases_not_size(served: Any, telemetry: Teleme
     [send] = [s for s in large_spans if s.name == "fileresp.send"]
     assert send.attributes["fileresp.read.count"] >= 160  # 10 MB in 64 KiB reads
     assert send.attributes["fileresp.bytes"] == 10 * 1024 * 1024
-    assert attrs(large)["fileresp.threadpool.jobs"] >= 163  # + lookup, open, close
+    # + lookup and open; the read that finds the end of the file runs after
+    # the last byte (Content-Length reached), so it is not the response's.
+    assert attrs(large)["fileresp.threadpool.jobs"] >= 162
 
 
 def test_parent_is_the_asgi_server_span(files: Path, telemetry: Telemetry) -> None:

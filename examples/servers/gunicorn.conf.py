@@ -3,13 +3,12 @@
     opentelemetry-instrument gunicorn -c gunicorn.conf.py --workers 2 \\
         --worker-class uvicorn_worker.UvicornWorker starlette_app:app
 
-With OTLP (``OTEL_METRICS_EXPORTER=otlp``, the default) nothing here is
-needed: ``opentelemetry-instrument`` sets up the SDK in the master, and each
-forked worker exports its own spans and metrics (the SDK restarts its
-export threads after a fork). Flushing on shutdown is the app's job (its
-lifespan or ``on_cleanup``, see starlette_app.py and aiohttp_app.py):
-gunicorn's ``worker_exit`` hook does not run for ``UvicornWorker``, whose
-workers die of the SIGTERM that uvicorn re-raises.
+With OTLP (``OTEL_METRICS_EXPORTER=otlp``, the default, and the way we
+recommend for several workers: push to a Collector, see
+examples/collector/) nothing here is needed: ``opentelemetry-instrument``
+sets up the SDK in the master, each forked worker exports its own spans and
+metrics (the SDK restarts its export threads after a fork), and
+otel_fileresp flushes each worker when its app shuts down.
 
 With the Prometheus pull exporter (``OTEL_METRICS_EXPORTER=prometheus``) the
 master binds ``OTEL_EXPORTER_PROMETHEUS_PORT`` (default 9464) before forking
@@ -17,7 +16,9 @@ and answers every scrape itself, from its own meter provider, which never
 served a request: no ``fileresp_*`` series. ``post_fork`` below gives each
 worker its own metrics endpoint, on the first free port after it:
 PORT+1 ... PORT+workers. Point Prometheus at those ports (each worker is one
-target, its own ``instance``), not at PORT.
+target, its own ``instance``), not at PORT. A worker that finds no free port
+logs at ERROR (``no free Prometheus port``) in gunicorn's error log, and its
+target is down in Prometheus (``up == 0``): alert on both.
 """
 
 from __future__ import annotations
@@ -43,4 +44,10 @@ def post_fork(server: Any, worker: Any) -> None:
             continue
         server.log.info("worker %s: Prometheus metrics on %s:%s", worker.pid, host, port)
         return
-    server.log.warning("worker %s: no free Prometheus port after %s", worker.pid, base)
+    # ERROR, not WARNING: this worker's metrics are scraped by no one.
+    server.log.error(
+        "worker %s: no free Prometheus port in %s-%s: its metrics are NOT served",
+        worker.pid,
+        base + 1,
+        base + server.cfg.workers,
+    )

@@ -33,6 +33,21 @@ PHASES: Final[tuple[str, ...]] = tuple(PHASE_BY_SPAN_NAME.values())
 #: Framework label for a response without ``fileresp.framework``, and for
 #: phase spans whose ``fileresp.response`` parent is not in the input.
 UNKNOWN_FRAMEWORK: Final = "(unknown)"
+#: ``report --by``: the group of a response without the attribute.
+NO_GROUP: Final = "(none)"
+#: Between group and framework in a grouped framework key (never in a value).
+GROUP_SEPARATOR: Final = "\x1f"
+
+
+def grouped_framework(group: str | None, framework: str | None) -> str:
+    """The framework key of a response in a group (``report --by``)."""
+    return f"{group or NO_GROUP}{GROUP_SEPARATOR}{framework or UNKNOWN_FRAMEWORK}"
+
+
+def split_grouped_framework(key: str) -> tuple[str | None, str]:
+    """``(group, framework)`` of a framework key; group None for an ungrouped key."""
+    group, separator, framework = key.partition(GROUP_SEPARATOR)
+    return (group, framework) if separator else (None, key)
 
 
 class CheckResult(enum.Enum):

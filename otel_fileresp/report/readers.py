@@ -57,6 +57,7 @@ from otel_fileresp.report.aggregate import ReportBuilder
 from otel_fileresp.report.model import SpanRecord
 from otel_fileresp.report.spans import (
     TraceShapeError,
+    otlp_attribute_values,
     record_from_console_span,
     record_from_jaeger_span,
     record_from_otlp_span,
@@ -115,15 +116,17 @@ def display_name(path: str) -> str:
     return "<stdin>" if path == STDIN_PATH else path
 
 
-def read_file(path: str, builder: ReportBuilder) -> int:
+def read_file(path: str, builder: ReportBuilder, *, group_by: str | None = None) -> int:
     """Feed the ``fileresp.*`` spans of ``path`` to ``builder``; return the lines ignored.
 
-    Raises :class:`InputError` if the file cannot be read.
+    ``group_by`` names a span or resource attribute that groups the responses
+    (``report --by``; see :mod:`otel_fileresp.report.spans`). Raises
+    :class:`InputError` if the file cannot be read.
     """
     name = display_name(path)
     try:
         with _open_binary(path) as stream:
-            return _FileReader(stream, builder, name).read()
+            return _FileReader(stream, builder, name, group_by).read()
     except FileNotFoundError:
         raise InputError(name, "no such file") from None
     except IsADirectoryError:
@@ -159,10 +162,13 @@ def _line_ended(piece: bytes) -> bool:
 class _FileReader:
     """Splits one file into JSON documents and ignored lines, and reads the documents."""
 
-    def __init__(self, stream: BinaryIO, builder: ReportBuilder, name: str) -> None:
+    def __init__(
+        self, stream: BinaryIO, builder: ReportBuilder, name: str, group_by: str | None = None
+    ) -> None:
         self._stream = stream
         self._builder = builder
         self._name = name
+        self._group_by = group_by
         self._lines_read = 0
         self._ignored_lines = 0
         self._document_line = 0  # where the document being read starts
@@ -239,7 +245,7 @@ class _FileReader:
                 for trace in document:
                     self._jaeger_trace(trace, "the top-level array")
             elif isinstance(document, dict) and "context" in document and "name" in document:
-                self._add(record_from_console_span(document))
+                self._add(record_from_console_span(document, group_by=self._group_by))
                 self._builder.end_unit()
             elif isinstance(document, dict):
                 found, other_keys = self._object(document, top_level=True)
@@ -278,6 +284,7 @@ class _FileReader:
         """One element of ``resourceSpans`` (or Tempo's ``batches``): the spans of one resource."""
         if not isinstance(group, dict):
             raise TraceShapeError("unknown JSON shape: a resource group is not an object")
+        resource = self._otlp_resource(group)
         for key in _SCOPE_SPANS_KEYS:
             for scope in _list(group.get(key), key):
                 if not isinstance(scope, dict):
@@ -285,7 +292,9 @@ class _FileReader:
                         f"unknown JSON shape: an element of {key} is not an object"
                     )
                 for span in _list(scope.get("spans"), "spans"):
-                    self._add(record_from_otlp_span(span))
+                    self._add(
+                        record_from_otlp_span(span, group_by=self._group_by, resource=resource)
+                    )
         self._builder.end_unit()
 
     def _jaeger_trace(self, trace: object, where: str) -> None:
@@ -297,9 +306,41 @@ class _FileReader:
             )
         if "spans" not in trace:
             raise TraceShapeError(f"an element of {where} has no spans: not a Jaeger trace")
+        processes = self._jaeger_processes(trace)
         for span in _list(trace["spans"], "spans"):
-            self._add(record_from_jaeger_span(span))
+            resource = None
+            if processes and isinstance(span, dict):
+                resource = processes.get(str(span.get("processID")))
+            self._add(record_from_jaeger_span(span, group_by=self._group_by, resource=resource))
         self._builder.end_unit(complete_traces=True)
+
+    def _otlp_resource(self, group: dict[str, object]) -> dict[str, object] | None:
+        """The resource attribute ``--by`` groups by, when it asks for one."""
+        if self._group_by is None:
+            return None
+        resource = group.get("resource")
+        attributes = resource.get("attributes") if isinstance(resource, dict) else None
+        if not isinstance(attributes, list):
+            return None
+        return otlp_attribute_values(attributes, wanted=frozenset({self._group_by}))
+
+    def _jaeger_processes(self, trace: dict[str, object]) -> dict[str, dict[str, object]]:
+        """process ID -> its tags (and ``service.name``), when ``--by`` asks for them."""
+        processes = trace.get("processes")
+        if self._group_by is None or not isinstance(processes, dict):
+            return {}
+        found: dict[str, dict[str, object]] = {}
+        for process_id, process in processes.items():
+            if not isinstance(process, dict):
+                continue
+            tags: dict[str, object] = {}
+            for tag in process.get("tags") or ():
+                if isinstance(tag, dict) and tag.get("key") == self._group_by:
+                    tags[self._group_by] = tag.get("value")
+            if isinstance(process.get("serviceName"), str):
+                tags.setdefault("service.name", process["serviceName"])
+            found[str(process_id)] = tags
+        return found
 
     def _add(self, record: SpanRecord | None) -> None:
         if record is not None:

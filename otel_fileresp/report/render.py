@@ -82,6 +82,13 @@ def report_as_dict(report: Report, *, check: CheckResult | None) -> dict[str, ob
     }
 
 
+# Spans are a sample: head sampling and a full SDK queue leave responses out.
+_SAMPLE_NOTE = (
+    "Traces may be sampled or dropped (head sampling, a full span queue): these are the "
+    "responses that were exported, not all; the metric fileresp.opens is the complete count."
+)
+
+
 def render_text(report: Report, *, check: CheckResult | None) -> str:
     """The report as aligned tables (with a trailing newline)."""
     lines = [
@@ -100,6 +107,7 @@ def render_text(report: Report, *, check: CheckResult | None) -> str:
         lines += _durations_section(report)
         lines += _status_section(report)
         lines += _slowest_section(report)
+        lines += ["", _SAMPLE_NOTE]
     if check is not None:
         lines += _check_section(report, check)
     return "\n".join(lines) + "\n"

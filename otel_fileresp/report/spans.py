@@ -21,6 +21,11 @@ None for a span that is not ``fileresp.*``:
   and ``attributes``, a plain object. Durations are therefore whole
   microseconds.
 
+With ``group_by`` (``report --by``), a response span also keeps that
+attribute, taken from the span or else from its resource (OTLP
+``resource.attributes``, the Jaeger process's tags and ``serviceName`` as
+``service.name``, the console span's ``resource.attributes``).
+
 IDs are normalised to lowercase hex. Exports spell them as hex, as base64 of
 the raw bytes (the protobuf JSON mapping Tempo's API may use), or as short hex
 (Jaeger drops the leading zeros of a 128-bit trace ID's high half). An empty
@@ -41,7 +46,12 @@ from datetime import datetime
 from typing import Final
 
 from otel_fileresp import _names
-from otel_fileresp.report.model import PHASE_BY_SPAN_NAME, PHASE_RESPONSE, SpanRecord
+from otel_fileresp.report.model import (
+    PHASE_BY_SPAN_NAME,
+    PHASE_RESPONSE,
+    SpanRecord,
+    grouped_framework,
+)
 
 TRACE_ID_BYTES: Final = 16
 SPAN_ID_BYTES: Final = 8
@@ -65,8 +75,14 @@ class TraceShapeError(ValueError):
     """Valid JSON that does not have the shape of a known trace export."""
 
 
-def record_from_otlp_span(span: object) -> SpanRecord | None:
-    """The record of an OTLP JSON ``fileresp.*`` span, or None for any other span."""
+def record_from_otlp_span(
+    span: object, *, group_by: str | None = None, resource: Mapping[str, object] | None = None
+) -> SpanRecord | None:
+    """The record of an OTLP JSON ``fileresp.*`` span, or None for any other span.
+
+    With ``group_by``, a response span's group is that attribute of the span,
+    else of ``resource`` (the resource's attributes, see :func:`group_value`).
+    """
     span = _span_object(span)
     phase = _phase(span.get("name"))
     if phase is None:
@@ -77,14 +93,7 @@ def record_from_otlp_span(span: object) -> SpanRecord | None:
     attributes: dict[str, object] = {}
     otlp_attributes = span.get("attributes")
     if phase == PHASE_RESPONSE and isinstance(otlp_attributes, list):
-        for attribute in otlp_attributes:
-            key, value = _key_and_value(attribute)
-            if key is None or not isinstance(value, dict):
-                continue
-            for field in _OTLP_VALUE_FIELDS:
-                if field in value:
-                    attributes[key] = value[field]
-                    break
+        attributes = otlp_attribute_values(otlp_attributes, group_by)
     return _record(
         trace_id=normalize_id(span.get("traceId"), TRACE_ID_BYTES, "traceId"),
         span_id=normalize_id(span.get("spanId"), SPAN_ID_BYTES, "spanId"),
@@ -92,11 +101,18 @@ def record_from_otlp_span(span: object) -> SpanRecord | None:
         phase=phase,
         duration_ns=max(0, end - start),
         attributes=attributes,
+        group_by=group_by,
+        resource=resource,
     )
 
 
-def record_from_jaeger_span(span: object) -> SpanRecord | None:
-    """The record of a Jaeger JSON ``fileresp.*`` span, or None for any other span."""
+def record_from_jaeger_span(
+    span: object, *, group_by: str | None = None, resource: Mapping[str, object] | None = None
+) -> SpanRecord | None:
+    """The record of a Jaeger JSON ``fileresp.*`` span, or None for any other span.
+
+    ``resource``: the tags of the span's process (and ``service.name``).
+    """
     span = _span_object(span)
     phase = _phase(span.get("operationName"))
     if phase is None:
@@ -108,7 +124,7 @@ def record_from_jaeger_span(span: object) -> SpanRecord | None:
     tags = span.get("tags")
     if phase == PHASE_RESPONSE and isinstance(tags, list):
         for tag in tags:
-            key, value = _key_and_value(tag)
+            key, value = _key_and_value(tag, group_by)
             if key is not None:
                 attributes[key] = value
     return _record(
@@ -118,11 +134,16 @@ def record_from_jaeger_span(span: object) -> SpanRecord | None:
         phase=phase,
         duration_ns=max(0, duration_us) * _NS_PER_US,
         attributes=attributes,
+        group_by=group_by,
+        resource=resource,
     )
 
 
-def record_from_console_span(span: object) -> SpanRecord | None:
-    """The record of a ``fileresp.*`` span printed by the SDK's console exporter, or None."""
+def record_from_console_span(span: object, *, group_by: str | None = None) -> SpanRecord | None:
+    """The record of a ``fileresp.*`` span printed by the SDK's console exporter, or None.
+
+    Its resource is the span's own ``resource.attributes``.
+    """
     span = _span_object(span)
     phase = _phase(span.get("name"))
     if phase is None:
@@ -138,6 +159,8 @@ def record_from_console_span(span: object) -> SpanRecord | None:
         phase=phase,
         duration_ns=_iso_duration_ns(span.get("start_time"), span.get("end_time")),
         attributes=attributes if isinstance(attributes, dict) else {},
+        group_by=group_by,
+        resource=_console_resource(span) if group_by is not None else None,
     )
 
 
@@ -219,12 +242,50 @@ def _phase(name: object) -> str | None:
     return PHASE_BY_SPAN_NAME.get(name) if isinstance(name, str) else None
 
 
-def _key_and_value(attribute: object) -> tuple[str | None, object]:
+def otlp_attribute_values(
+    attributes: list[object], extra: str | None = None, *, wanted: frozenset[str] | None = None
+) -> dict[str, object]:
+    """The values of OTLP JSON attributes the report reads (and ``extra``), by key.
+
+    ``wanted`` replaces the response attributes as the keys to keep.
+    """
+    values: dict[str, object] = {}
+    for attribute in attributes:
+        key, value = _key_and_value(attribute, extra, wanted=wanted)
+        if key is None or not isinstance(value, dict):
+            continue
+        for field in _OTLP_VALUE_FIELDS:
+            if field in value:
+                values[key] = value[field]
+                break
+    return values
+
+
+def group_value(value: object) -> str | None:
+    """A grouping attribute's value as text (``true``, ``3``, ``1.4.2``), or None."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)) and value != "":
+        return str(value)
+    return None
+
+
+def _console_resource(span: Mapping[str, object]) -> Mapping[str, object] | None:
+    resource = span.get("resource")
+    attributes = resource.get("attributes") if isinstance(resource, dict) else None
+    return attributes if isinstance(attributes, dict) else None
+
+
+def _key_and_value(
+    attribute: object, extra: str | None = None, *, wanted: frozenset[str] | None = None
+) -> tuple[str | None, object]:
     """The key (None unless the report reads it) and value of an attribute or tag."""
     if not isinstance(attribute, dict):
         return None, None
     key = attribute.get("key")
-    if not isinstance(key, str) or key not in RESPONSE_ATTRIBUTES:
+    if not isinstance(key, str) or (
+        key not in (RESPONSE_ATTRIBUTES if wanted is None else wanted) and key != extra
+    ):
         return None, None
     return key, attribute.get("value")
 
@@ -266,17 +327,30 @@ def _record(
     phase: str,
     duration_ns: int,
     attributes: Mapping[str, object],
+    group_by: str | None = None,
+    resource: Mapping[str, object] | None = None,
 ) -> SpanRecord:
-    """The record of one span; only a response span keeps its attributes."""
+    """The record of one span; only a response span keeps its attributes.
+
+    With ``group_by`` the response's framework is ``GROUP<US>framework``
+    (:func:`otel_fileresp.report.model.grouped_framework`), so that its phase
+    spans, which find their framework through their parent, fall in its group.
+    """
     if phase != PHASE_RESPONSE:
         return SpanRecord(trace_id, span_id, parent_span_id, phase, duration_ns)
+    framework = _interned(as_str(attributes.get(_names.ATTR_FRAMEWORK)))
+    if group_by is not None:
+        group = group_value(attributes.get(group_by))
+        if group is None and resource is not None:
+            group = group_value(resource.get(group_by))
+        framework = sys.intern(grouped_framework(group, framework))
     return SpanRecord(
         trace_id,
         span_id,
         parent_span_id,
         phase,
         duration_ns,
-        framework=_interned(as_str(attributes.get(_names.ATTR_FRAMEWORK))),
+        framework=framework,
         status_code=as_int(attributes.get(_names.ATTR_STATUS_CODE)),
         outcome=_interned(as_str(attributes.get(_names.ATTR_OUTCOME))),
         opened=as_bool(attributes.get(_names.ATTR_OPENED)),
