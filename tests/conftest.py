@@ -76,6 +76,22 @@ ONCE: dict[str, Once] = {
         "the Quickstart installs the latest releases into a virtualenv of its own"
         " (whatever the session has); its section parser is plain text"
     ),
+    "test_report_baseline.py": Once(
+        "report --baseline and --by on generated traces: no framework, no server"
+    ),
+    "test_quantiles.py": Once(
+        "the bucket boundaries and the docs' quantile queries, on samples recorded"
+        " straight into the package's instruments and read by Prometheus: no framework"
+    ),
+    "test_docs_upgrading.py": Once(
+        "the page's text (its steps, links and anchors); its commands run the"
+        " probe over the installed frameworks and its PromQL two aiohttp apps",
+        only=(
+            "test_the_page_has_the_whole_path",
+            "test_the_page_is_linked",
+            "test_anchors_exist",
+        ),
+    ),
     "test_prometheus.py": Once(
         "the docs' PromQL, evaluated by Prometheus 2.42, checked against the SDK's"
         " in-memory reader of the same traffic: the releases' metrics are checked"
