@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
         return 2
     command, args = argv[0], argv[1:]
     if command == "test":
-        python = _virtualenv("nox", ["nox==2026.10.20"])
+        # uv beside nox: noxfile.py makes and fills the sessions' virtualenvs with it.
+        python = _virtualenv("nox", ["nox==2026.10.20", "uv==0.13.9"])
         run = [str(python), "-m", "nox", *args]
     elif command == "demo":
         python = _virtualenv("demo", [*DEMO_REQUIREMENTS, "-e", str(ROOT)])

@@ -1,7 +1,19 @@
-"""The test matrix: every session runs the whole suite against one set of
-framework releases, one per code shape of each framework (see
-docs/compatibility.md), on Python 3.11; the latest set also runs on Python
-3.12 and 3.13. ``nox`` runs them all; ``nox -s lint`` runs ruff and mypy.
+"""The test matrix: every session runs the suite against one set of framework
+releases, one per code shape of each framework (see docs/compatibility.md), on
+Python 3.11; the latest set also runs on Python 3.12 and 3.13. ``nox`` runs
+them all; ``nox -s lint`` runs ruff and mypy.
+
+Release-independent tests run once: the tests that depend neither on the
+framework releases nor on the Python version (the record's rules, the report
+CLI, settings parsing, the examples' config files, the docs' PromQL and alert
+rules run by Prometheus, the README Quickstart in a virtualenv of its own) are
+marked ``once`` by the table ``ONCE`` in tests/conftest.py, which says why for
+each; they run in the latest set on Python 3.11 (``ONCE_SESSION``) and every
+other session deselects them (``-m "not once"``). Every other test, and any
+test module the table does not name, runs in every session.
+
+Virtualenvs are made and filled by uv when it is installed beside nox (dev.py
+installs it), by venv and pip otherwise: the same packages, in seconds.
 
 Interpreters: ``pythonX.Y`` from ``PATH`` when it runs, otherwise the newest
 ``X.Y.N`` in pyenv's versions directory (``$PYENV_ROOT/versions`` or
@@ -21,7 +33,8 @@ from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# uv when nox finds it (dev.py installs it beside nox), else venv + pip.
+nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 # A missing interpreter is an error, never a download.
@@ -31,6 +44,9 @@ nox.options.download_python = "never"
 PYTHON = "3.11"
 # The latest framework set only.
 NEWER_PYTHONS = ["3.12", "3.13"]
+# (Python, framework set) of the one session that also runs the tests marked
+# ``once`` (tests/conftest.py ONCE): release-independent, so once is enough.
+ONCE_SESSION = (PYTHON, "latest")
 
 # name -> (requirements pinning the framework releases, extra test-only packages)
 MATRIX: dict[str, tuple[list[str], list[str]]] = {
@@ -141,11 +157,12 @@ def tests(session: nox.Session, frameworks: str) -> None:
     """The whole test suite against one set of framework releases."""
     pins, extras = MATRIX[frameworks]
     session.install("-r", "tests/requirements.txt", "-e", ".", *pins, *httpx_pin(pins), *extras)
-    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    if session.venv_backend == "uv":
+        session.run("uv", "pip", "list", "--format=freeze", silent=False)
+    else:
+        session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
     latest = frameworks == "latest"
     # The FastAPI tests need FastAPI, installed only where its releases fit.
-    # The README quickstart installs the latest releases into a virtualenv of
-    # its own, so it runs once: in the latest set on the default Python.
     selection = (
         []
         if latest
@@ -154,8 +171,10 @@ def tests(session: nox.Session, frameworks: str) -> None:
             "--ignore=tests/test_examples_fastapi.py",
         ]
     )
-    if not (latest and session.python == PYTHON):
-        selection += ["-m", "not quickstart"]
+    # Release-independent tests (the README Quickstart, which installs the
+    # latest releases into a virtualenv of its own, among them) run once.
+    if (session.python, frameworks) != ONCE_SESSION:
+        selection += ["-m", "not once"]
     session.run("pytest", *selection, *session.posargs)
 
 

@@ -1,10 +1,12 @@
-"""Fixtures shared by the suite: telemetry, a directory of files to serve."""
+"""Fixtures shared by the suite: telemetry, a directory of files to serve; and
+which tests run once (``ONCE``, below) rather than in every nox session."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,124 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import Telemetry
+
+# -- tests that run once ---------------------------------------------------------
+#
+# A test is *release-independent* when what it checks depends neither on the
+# framework releases of a nox session (Starlette, aiohttp, anyio, httpx, ...)
+# nor on its Python version: it gets the ``once`` marker here, and noxfile.py
+# runs it in one session only (the latest set on Python 3.11) instead of six.
+# Everything else is release-dependent and runs in every session; so does a
+# test module that is not listed (a new one included), which is the safe side.
+# A test that drives a framework's file-response code, a server, or anything
+# whose behaviour differs across the matrix is release-dependent; when in doubt
+# a test stays out of this table. ``@pytest.mark.once`` (or a module's
+# ``pytestmark``) marks a test the same way; listing it here keeps the
+# classification in one place.
+
+
+@dataclass(frozen=True)
+class Once:
+    """The tests of a module that run once: all (``but`` those), or ``only``."""
+
+    why: str
+    only: tuple[str, ...] = ()
+    but: tuple[str, ...] = ()
+
+    def covers(self, test: str) -> bool:
+        return test in self.only if self.only else test not in self.but
+
+
+ONCE: dict[str, Once] = {
+    "test_record.py": Once("the record's rules through its verbs: no framework, no server"),
+    "test_report_cli.py": Once(
+        "the report CLI on span files the SDK writes: no framework; but the"
+        " tests of ijson's compiled backend, a wheel built for each Python",
+        but=(
+            "test_the_compiled_ijson_backend_is_used",
+            "test_streamed_documents_give_the_same_report",
+        ),
+    ),
+    "test_contract_v2.py": Once(
+        "settings parsing (environment and keywords): no framework",
+        only=(
+            "test_phase_metrics_values",
+            "test_a_bad_value_warns_once_and_uses_the_default",
+            "test_metrics_values",
+            "test_keywords_win_over_the_environment",
+            "test_a_bad_keyword_warns_naming_the_keyword",
+        ),
+    ),
+    "test_noop_providers.py": Once(
+        "the OpenTelemetry API's proxy providers, in a subprocess that imports no framework",
+        only=("test_api_proxies_become_live_when_a_provider_is_set",),
+    ),
+    "test_examples_config.py": Once(
+        "the examples' Docker Compose, Grafana and alert files parsed and"
+        " cross-checked; but the one that compares them with what a real request"
+        " on each framework emits",
+        but=("test_dashboard_and_alerts_query_what_the_package_emits",),
+    ),
+    "test_readme_quickstart.py": Once(
+        "the Quickstart installs the latest releases into a virtualenv of its own"
+        " (whatever the session has); its section parser is plain text"
+    ),
+    "test_report_baseline.py": Once(
+        "report --baseline and --by on generated traces: no framework, no server"
+    ),
+    "test_quantiles.py": Once(
+        "the bucket boundaries and the docs' quantile queries, on samples recorded"
+        " straight into the package's instruments and read by Prometheus: no framework"
+    ),
+    "test_docs_upgrading.py": Once(
+        "the page's text (its steps, links and anchors); its commands run the"
+        " probe over the installed frameworks and its PromQL two aiohttp apps",
+        only=(
+            "test_the_page_has_the_whole_path",
+            "test_the_page_is_linked",
+            "test_anchors_exist",
+        ),
+    ),
+    "test_prometheus.py": Once(
+        "the docs' PromQL, evaluated by Prometheus 2.42, checked against the SDK's"
+        " in-memory reader of the same traffic: the releases' metrics are checked"
+        " in every session by test_metrics, test_contract_v2 and test_pool_gauges"
+    ),
+    "test_prometheus_alerts.py": Once(
+        "the docs' alert rules (promtool, and evaluated by Prometheus 2.42) against"
+        " a regression double: the doubles' opens are checked in every session"
+        " by test_aiohttp and test_report_real"
+    ),
+}
+
+
+def _stale_once_entries(tests: Path) -> list[str]:
+    """Entries of ``ONCE`` naming a module or test that does not exist."""
+    stale = []
+    for module, once in ONCE.items():
+        paths = sorted(tests.rglob(module))  # a module moved into a subfolder still counts
+        if not paths:
+            stale.append(module)
+            continue
+        source = "\n".join(path.read_text() for path in paths)
+        stale += [
+            f"{module}::{test}" for test in (*once.only, *once.but) if f"def {test}(" not in source
+        ]
+    return stale
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    stale = _stale_once_entries(Path(__file__).parent)
+    if stale:
+        raise pytest.UsageError(
+            f"tests/conftest.py ONCE names tests that do not exist (update the table): {stale}"
+        )
+    for item in items:
+        once = ONCE.get(item.path.name)
+        name = getattr(item, "originalname", item.name)
+        if (once is not None and once.covers(name)) or item.get_closest_marker("quickstart"):
+            item.add_marker(pytest.mark.once)
+
 
 SMALL_SIZE = 1024
 LARGE_SIZE = 10 * 1024 * 1024
