@@ -66,7 +66,10 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs
   submitted meanwhile are counted in ``fileresp.read.count``, never one span
   each. ``fileresp.bytes`` is the ``Content-Length`` aiohttp sent in full
-  (none when it raised). From 3.11.10 the send phase also covers the
+  (none when it raised); with compression, which drops the Content-Length,
+  the file's bytes handed to aiohttp's compressing writer (the whole file,
+  or the ``Content-Range`` of a 206): the compressed size is known only
+  after the response's last byte. From 3.11.10 the send phase also covers the
   headers' preparation after the open, on the loop;
 
 From 3.11.10 aiohttp opens the file before the range and method checks, so
@@ -485,13 +488,26 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
         record.send_failed(perf_counter_ns())
         raise
     status = response.status
-    size = 0
+    size: int | None = 0
     if 200 <= status < 300 and status != 204:
         # Any status the app chose for a whole file (200, 203, ...) or a 206.
-        # Compression drops the Content-Length: then a whole file was sent.
-        size = response.content_length or (record.file_size if status != 206 else 0) or 0
-    record.body_handed_over(size, perf_counter_ns(), n.TRANSFER_SENDFILE)
+        # Compression drops the Content-Length: then the file's bytes handed
+        # to aiohttp's compressing writer are the whole file, or the range.
+        size = response.content_length
+        if size is None:
+            size = _range_length(response) if status == 206 else record.file_size
+    record.body_handed_over(size or 0, perf_counter_ns(), n.TRANSFER_SENDFILE)
     return writer
+
+
+def _range_length(response: Any) -> int | None:
+    """The bytes of a single-range 206 (``Content-Range: bytes 10-19/100``)."""
+    content_range = response.headers.get("Content-Range", "")
+    unit, _, spec = content_range.partition(" ")
+    first, _, last = spec.partition("/")[0].partition("-")
+    if unit != "bytes" or not (first.isdigit() and last.isdigit()):
+        return None
+    return int(last) - int(first) + 1
 
 
 class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):

@@ -908,3 +908,35 @@ def test_starlette_route_stat_job_not_recognised_is_said_once(
         telemetry.wait_for(RESPONSE, 2)
     said = [r.getMessage() for r in caplog.records if "without its stat phase" in r.getMessage()]
     assert len(said) == 1 and "os.stat job" in said[0], said
+
+
+def test_aiohttp_compressed_range_counts_the_range(site: Path, telemetry: Telemetry) -> None:
+    """``enable_compression()`` and a Range request: a 206 sent gzip-encoded
+    counts the range's bytes handed to aiohttp's compressing writer, as a
+    compressed 200 counts the whole file (main 1d21066: ``bytes=0``)."""
+    from aiohttp import web
+    from harness import serve_aiohttp
+
+    big = site / "big.txt"
+    big.write_bytes(b"compressible " * 20_000)
+
+    def make_app() -> Any:
+        async def handler(request: Any) -> Any:
+            response = web.FileResponse(big)
+            response.enable_compression()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/big", handler)
+        return app
+
+    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+        reply = server.request(
+            "GET", "/big", {"Accept-Encoding": "gzip", "Range": "bytes=100-1099"}
+        )
+        [response] = telemetry.wait_for(RESPONSE, 1)
+    assert reply.status == 206
+    assert reply.header("content-encoding") == "gzip"
+    found = attrs(response)
+    assert found["fileresp.outcome"] == "partial"
+    assert found["fileresp.bytes"] == 1000
