@@ -47,8 +47,10 @@ The rules (telemetry contract v2, "Truth rules"):
   HEAD request, or as many body bytes as the ``content-length`` announced. A
   complete response is never an error, even if the client leaves right after.
   A response that the framework left without handing over all of it (no
-  exception: Starlette 1.8+ stops on ``http.disconnect``) ends with
-  ``error.type=incomplete_body``.
+  exception: Starlette 1.8+ stops on ``http.disconnect``; or the server
+  dropped the messages because the client had left, which the adapter does
+  not report as handed over) ends with ``error.type=incomplete_body``: a
+  client that left is never ``sent``.
 - The response ends at its last byte: the last byte owed (``content-length``
   reached, or the head of a bodiless response), not a later empty final
   message. Jobs submitted after that (a read finding the end of the file, a

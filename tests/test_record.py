@@ -454,3 +454,25 @@ def test_an_expected_phase_that_never_came_is_said_once(caplog: pytest.LogCaptur
     record.expect(n.PHASE_STAT, "hook")
     record.end(HTTPError(404))
     assert caplog.records == []
+
+
+def test_a_body_not_all_handed_over_is_incomplete_whatever_the_framework_did() -> None:
+    """A client that left: the adapter does not hand over what the server
+    dropped, so the response ends incomplete, never sent."""
+    record, _ = new()
+    record.begin()
+    record.head_sent(200, perf_now(), 1000)
+    record.body_chunk(200, perf_now())  # the rest was dropped by the server
+    record.end()
+    assert record.outcome == n.OUTCOME_ERROR
+    assert record.error_type == n.ERROR_INCOMPLETE_BODY
+    assert record.bytes_sent == 200
+
+
+def test_an_error_status_sent_by_the_framework_is_its_error_type() -> None:
+    record, _ = new()
+    record.begin()
+    record.head_sent(400, perf_now(), 0)
+    record.body_done(perf_now())
+    record.end()
+    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "400")
