@@ -914,23 +914,12 @@ def test_aiohttp_compressed_range_counts_the_range(site: Path, telemetry: Teleme
     """``enable_compression()`` and a Range request: a 206 sent gzip-encoded
     counts the range's bytes handed to aiohttp's compressing writer, as a
     compressed 200 counts the whole file (main 1d21066: ``bytes=0``)."""
-    from aiohttp import web
     from harness import serve_aiohttp
+    from test_truth import compressed_file_app
 
     big = site / "big.txt"
     big.write_bytes(b"compressible " * 20_000)
-
-    def make_app() -> Any:
-        async def handler(request: Any) -> Any:
-            response = web.FileResponse(big)
-            response.enable_compression()
-            return response
-
-        app = web.Application()
-        app.router.add_get("/big", handler)
-        return app
-
-    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+    with serve_aiohttp(compressed_file_app(big)) as server, instrumenting("aiohttp", telemetry):
         reply = server.request(
             "GET", "/big", {"Accept-Encoding": "gzip", "Range": "bytes=100-1099"}
         )

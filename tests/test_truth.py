@@ -675,11 +675,9 @@ def test_aiohttp_lookup_cancelled_while_queued_behind_contrib_threading(
     assert attrs(response)["error.type"] == "CancelledError"
 
 
-def test_aiohttp_compressed_body_counts_the_file_sent(tmp_path: Path, telemetry: Telemetry) -> None:
+def compressed_file_app(big: Path) -> Any:
+    """An aiohttp app serving ``big`` at /big with ``enable_compression()``."""
     from aiohttp import web
-
-    big = tmp_path / "big.txt"
-    big.write_bytes(b"compressible " * 20_000)
 
     def make_app() -> Any:
         async def handler(request: Any) -> Any:
@@ -691,7 +689,14 @@ def test_aiohttp_compressed_body_counts_the_file_sent(tmp_path: Path, telemetry:
         app.router.add_get("/big", handler)
         return app
 
-    with serve_aiohttp(make_app) as server, instrumenting("aiohttp", telemetry):
+    return make_app
+
+
+def test_aiohttp_compressed_body_counts_the_file_sent(tmp_path: Path, telemetry: Telemetry) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"compressible " * 20_000)
+
+    with serve_aiohttp(compressed_file_app(big)) as server, instrumenting("aiohttp", telemetry):
         reply = server.request("GET", "/big", {"Accept-Encoding": "gzip"})
         [response] = telemetry.wait_for(RESPONSE, 1)
     assert reply.status == 200
