@@ -197,8 +197,11 @@ def _pin_workers(server: Server, workers: int) -> list[Pinned]:
             connection.close()
             time.sleep(0.05)
             continue
-        assert connection.sock is not None
         sock = connection.sock
+        if sock is None:  # the server closed this connection (a worker starting or stopping)
+            connection.close()
+            time.sleep(0.05)
+            continue
         inode = _server_socket_inode(server.port, sock.getsockname()[1])
         pid = _holder(server.process.pid, inode) if inode is not None else None
         if pid is None or pid in pinned:
