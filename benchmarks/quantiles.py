@@ -218,7 +218,7 @@ SERIES_PREFIXES = ("fileresp_duration_seconds", "fileresp_phase_duration_seconds
 
 def exposition(bounds: Sequence[float], samples: Sequence[float]) -> list[str]:
     """The exporter's sample lines of both histograms, with ``bounds`` advised
-    (as ``otel_fileresp._telemetry.Instruments`` does) and ``samples`` recorded
+    (as ``otel_fileresp._instruments.Instruments`` does) and ``samples`` recorded
     into each through the SDK."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider

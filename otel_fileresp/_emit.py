@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from time import perf_counter_ns, time_ns
-from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -32,14 +31,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from otel_fileresp import _names as n
+from otel_fileresp._instruments import KEY_DURATION, KEY_PHASE, Instruments
 from otel_fileresp._record import ResponseRecord
 from otel_fileresp.settings import Settings
-
-if TYPE_CHECKING:
-    from otel_fileresp._telemetry import Instruments
-
-_DURATION = "duration"
-_PHASE = "phase"
 
 
 def valid_text(text: str) -> str:
@@ -54,21 +48,6 @@ def valid_text(text: str) -> str:
     return text
 
 
-def metric_attributes(key: tuple[Any, ...]) -> dict[str, AttributeValue]:
-    """The attributes behind a metric key (see :func:`metrics`)."""
-    if key[0] == _PHASE:
-        return {n.ATTR_FRAMEWORK: key[1], n.ATTR_PHASE: key[2]}
-    _, framework, outcome, opened, status = key
-    attributes: dict[str, AttributeValue] = {
-        n.ATTR_FRAMEWORK: framework,
-        n.ATTR_OUTCOME: outcome,
-        n.ATTR_OPENED: opened,
-    }
-    if status is not None:
-        attributes[n.ATTR_STATUS_CODE] = status
-    return attributes
-
-
 def metrics(
     instruments: Instruments,
     settings: Settings,
@@ -80,7 +59,7 @@ def metrics(
     opened = record.opened
     instruments.duration.record(
         record.duration_s,
-        instruments.attributes((_DURATION, framework, record.outcome, opened, status)),
+        instruments.attributes((KEY_DURATION, framework, record.outcome, opened, status)),
         context=span_context,
     )
     enabled = settings.phase_metrics
@@ -99,7 +78,7 @@ def metrics(
                     continue
                 value = found
             instruments.phase_duration.record(
-                value, instruments.attributes((_PHASE, framework, phase)), context=span_context
+                value, instruments.attributes((KEY_PHASE, framework, phase)), context=span_context
             )
     if opened:
         instruments.open_counts.add(framework, status)
@@ -125,7 +104,7 @@ def spans(tracer: Tracer, settings: Settings, record: ResponseRecord) -> context
             _phase_spans(tracer, record, context, wall_offset)
         else:
             for phase, start, end in record.phases():
-                span.set_attribute(f"fileresp.{phase}.duration", (end - start) / 1e9)
+                span.set_attribute(n.phase_duration_attribute(phase), (end - start) / 1e9)
         return context
     finally:
         span.end(end_time=wall_offset + record.end_ns)

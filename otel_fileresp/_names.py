@@ -100,6 +100,24 @@ PHASE_SPAN_NAMES: Final = {
     PHASE_OPEN: SPAN_OPEN,
     PHASE_SEND: SPAN_SEND,
 }
+#: The phase of each phase span (the one inverted map of the package).
+PHASE_OF_SPAN: Final = {span: phase for phase, span in PHASE_SPAN_NAMES.items()}
+
+
+def phase_duration_attribute(phase: str) -> str:
+    """``fileresp.<phase>.duration``: a phase's seconds on ``fileresp.response``
+    when phase spans are off (``OTEL_PYTHON_FILERESP_PHASE_SPANS=false``)."""
+    return f"fileresp.{phase}.duration"
+
+
+# fileresp.precondition.header values the package names itself (the others
+# are the request's conditional header names, lower-cased).
+HEADER_IF_RANGE: Final = "if-range"
+# fileresp.content_encoding of a file served as it is (no .br/.gz variant).
+ENCODING_IDENTITY: Final = "identity"
+
+# The semantic-conventions schema the tracer and meter are made with.
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
 
 # Metrics.
 METRIC_DURATION: Final = "fileresp.duration"

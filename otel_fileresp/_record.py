@@ -565,7 +565,9 @@ class ResponseRecord:
             return
         interval = self._phases.get(n.PHASE_PRECONDITION) or self._phases.get(n.PHASE_STAT)
         if interval is not None:
-            self.precondition(interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, "if-range")
+            self.precondition(
+                interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE
+            )
 
     def has_precondition(self) -> bool:
         return self._precondition_result is not None

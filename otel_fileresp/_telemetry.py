@@ -33,29 +33,22 @@ nothing (a gunicorn master) reports no such series.
 
 from __future__ import annotations
 
-import os
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from opentelemetry import context as context_api
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import (
-    CallbackOptions,
-    Histogram,
     MeterProvider,
     NoOpMeter,
-    Observation,
 )
 from opentelemetry.trace import NoOpTracer, ProxyTracer, TracerProvider
-from opentelemetry.util.types import AttributeValue
 
 from otel_fileresp import _emit
 from otel_fileresp import _names as n
+from otel_fileresp._instruments import Instruments, instruments_for
 from otel_fileresp._log import contained
-from otel_fileresp._pools import PoolGauges
 from otel_fileresp._record import ResponseRecord, State
 from otel_fileresp.settings import Settings
 from otel_fileresp.version import __version__
@@ -68,9 +61,6 @@ except ImportError:  # pragma: no cover - a future API without it
         """Stands in for the API's proxy meter: no meter is one."""
 
 
-SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
-
-
 # Our own failures in these hooks: caught, logged once per key (see _log).
 _GUARD_EMIT_METRICS: Final = contained(
     "emit.metrics", "failed to record the metrics of a file response"
@@ -78,7 +68,6 @@ _GUARD_EMIT_METRICS: Final = contained(
 _GUARD_EMIT_SPANS: Final = contained("emit.spans", "failed to emit the spans of a file response")
 _GUARD_LISTENER_ENDED: Final = contained("listener.ended", "a response listener failed")
 _GUARD_LISTENER_STARTED: Final = contained("listener.started", "a response listener failed")
-_GUARD_OPENS_OBSERVE: Final = contained("opens.observe", "failed to report fileresp.opens")
 
 
 class ResponseListener(Protocol):
@@ -109,122 +98,6 @@ def add_response_listener(listener: ResponseListener) -> Callable[[], None]:
             _LISTENERS.remove(listener)
 
     return remove
-
-
-class OpenCounts:
-    """Files opened for file responses, by framework and status (in process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int | None], int] = {}
-        _FORK_SAFE.add(self)
-
-    def after_fork_in_child(self) -> None:
-        """A forked child gets a new lock: the parent's metric reader may have
-        held this one at the fork, and nothing in the child would release it.
-        The counts are the parent's so far, as the SDK's own counters are."""
-        self._lock = threading.Lock()
-
-    def seed(self, framework: str, status: int) -> None:
-        """Report ``{framework, status}`` from now on, at 0 until an open."""
-        with self._lock:
-            self._counts.setdefault((framework, status), 0)
-
-    def add(self, framework: str, status: int | None) -> None:
-        key = (framework, status)
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
-
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            counts = list(self._counts.items())
-        observations = []
-        for (framework, status), count in counts:
-            attributes: dict[str, AttributeValue] = {n.ATTR_FRAMEWORK: framework}
-            if status is not None:
-                attributes[n.ATTR_STATUS_CODE] = status
-            observations.append(Observation(count, attributes))
-        return observations
-
-
-class Instruments:
-    """The metric instruments of one meter provider, shared by both instrumentors."""
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.meter = meter
-        buckets = list(n.DURATION_BUCKETS)
-        self.duration: Histogram = meter.create_histogram(
-            n.METRIC_DURATION,
-            unit="s",
-            description="Duration of file responses, from resolving the file to the last byte.",
-            explicit_bucket_boundaries_advisory=buckets,
-        )
-        self.phase_duration: Histogram = meter.create_histogram(
-            n.METRIC_PHASE_DURATION,
-            unit="s",
-            description="Duration of each enabled phase of file responses, one point per "
-            "response and phase; threadpool.wait is the response's total wait for workers.",
-            explicit_bucket_boundaries_advisory=buckets,
-        )
-        self.open_counts = OpenCounts()
-        self.opens = meter.create_observable_counter(
-            n.METRIC_OPENS,
-            callbacks=[self._observe_opens],
-            unit="{open}",
-            description="Files opened by Python for a file response, by response status.",
-        )
-        # Worker-pool occupancy gauges; the framework modules note each pool.
-        self.pools = PoolGauges(meter)
-        self._attributes: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
-
-    def _observe_opens(self, options: CallbackOptions) -> Iterable[Observation]:
-        with _GUARD_OPENS_OBSERVE:
-            return self.open_counts.observe(options)
-        return []
-
-    def attributes(self, key: tuple[Any, ...]) -> Mapping[str, AttributeValue]:
-        """The attribute mapping for ``key`` (made once; the SDK hashes it each time)."""
-        attributes = self._attributes.get(key)
-        if attributes is None:
-            attributes = _emit.metric_attributes(key)
-            self._attributes[key] = attributes
-        return attributes
-
-
-# Every OpenCounts of this process, for the child of a fork.
-_FORK_SAFE: weakref.WeakSet[OpenCounts] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _INSTRUMENTS_LOCK  # noqa: PLW0603 - replaced only in a fresh child
-    _INSTRUMENTS_LOCK = threading.Lock()
-    for counts in list(_FORK_SAFE):
-        counts.after_fork_in_child()
-
-
-_GLOBAL_INSTRUMENTS: list[Instruments] = []
-_INSTRUMENTS: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
-_INSTRUMENTS_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def instruments_for(meter_provider: MeterProvider | None) -> Instruments:
-    """The instruments of ``meter_provider`` (None: the global one), made once."""
-    with _INSTRUMENTS_LOCK:
-        if meter_provider is None:
-            if not _GLOBAL_INSTRUMENTS:
-                _GLOBAL_INSTRUMENTS.append(Instruments(_meter(None)))
-            return _GLOBAL_INSTRUMENTS[0]
-        found = _INSTRUMENTS.get(meter_provider)
-        if found is None:
-            found = _INSTRUMENTS[meter_provider] = Instruments(_meter(meter_provider))
-        return found
-
-
-def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
-    return metrics.get_meter(
-        n.INSTRUMENTATION_NAME, __version__, meter_provider, schema_url=SCHEMA_URL
-    )
 
 
 def drops_children_of_unsampled(tracer: object) -> bool:
@@ -280,7 +153,7 @@ class Telemetry:
         self.settings = settings
         self.framework = framework
         self.tracer = trace.get_tracer(
-            n.INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL
+            n.INSTRUMENTATION_NAME, __version__, tracer_provider, schema_url=n.SCHEMA_URL
         )
         self.instruments: Instruments | None = None
         if settings.metrics:

@@ -402,7 +402,9 @@ class _AiohttpHooks(Hooks):
             path, stat_result, encoding = result
             if isinstance(encoding, bool):  # 3.9: "is it the .gz file"
                 encoding = "gzip" if encoding else None
-            record.stat(started, ended, path or None, stat_result.st_size, encoding or "identity")
+            record.stat(
+                started, ended, path or None, stat_result.st_size, encoding or n.ENCODING_IDENTITY
+            )
         return result
 
     def make_response(

@@ -357,7 +357,7 @@ class _StarletteHooks(Hooks):
         started = perf_counter_ns()
         use_range = wrapped(*args, **kwargs)
         result = n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED
-        scope.record.precondition(started, perf_counter_ns(), result, "if-range")
+        scope.record.precondition(started, perf_counter_ns(), result, n.HEADER_IF_RANGE)
         return use_range
 
 

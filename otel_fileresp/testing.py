@@ -92,7 +92,6 @@ WAIT_TIMEOUT = 5.0
 #: How long an assertion helper waits for in-flight responses, in seconds.
 SETTLE_TIMEOUT = 2.0
 
-_PHASE_BY_SPAN = {span: phase for phase, span in n.PHASE_SPAN_NAMES.items()}
 _FRAMEWORKS = (
     ("starlette", "otel_fileresp.starlette", "StarletteFileResponseInstrumentor"),
     ("aiohttp", "otel_fileresp.aiohttp", "AiohttpFileResponseInstrumentor"),
@@ -429,12 +428,12 @@ def _recorded(
     span_id = span.context.span_id if span.context is not None else 0
     phases: dict[str, float] = {}
     for child in children.get(span_id, ()):
-        phase = _PHASE_BY_SPAN.get(child.name)
+        phase = n.PHASE_OF_SPAN.get(child.name)
         if phase is not None and child.start_time is not None and child.end_time is not None:
             phases[phase] = (child.end_time - child.start_time) / 1e9
     for phase in n.PHASE_SPAN_NAMES:
         # With phase_spans=false the phases are attributes of the response.
-        value = attributes.get(f"fileresp.{phase}.duration")
+        value = attributes.get(n.phase_duration_attribute(phase))
         if isinstance(value, float):
             phases[phase] = value
     phases[n.PHASE_THREADPOOL_WAIT] = float(attributes.get(n.ATTR_WAIT, 0.0))

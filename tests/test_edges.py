@@ -99,12 +99,12 @@ def test_forked_child_serves_while_the_parent_collects(tmp_path: Path) -> None:
     """Fork while the metric reader's thread holds the open counts' lock and
     the pool registry's lock (as a collection does), then serve a file
     response in the child: it must not wait for a lock nobody will release."""
-    from otel_fileresp import _pools, _telemetry
+    from otel_fileresp import _instruments, _pools
 
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "page.txt").write_text("hello")
-    counts = _telemetry.OpenCounts()
-    held = [counts._lock, _pools._REGISTRY._lock, _telemetry._INSTRUMENTS_LOCK]
+    counts = _instruments.OpenCounts()
+    held = [counts._lock, _pools._REGISTRY._lock, _instruments._INSTRUMENTS_LOCK]
     release = threading.Event()
     acquired = threading.Event()
 

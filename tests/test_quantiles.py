@@ -4,7 +4,7 @@ the exact values, through a real Prometheus.
 
 Samples of two latency mixes of ``benchmarks/quantiles.py`` (issue 18's
 pool-saturation run, and a fast + saturated-pool bimodal mix) are recorded
-into the package's own instruments (``_telemetry.Instruments``, so the
+into the package's own instruments (``_instruments.Instruments``, so the
 boundaries are the ones it advises), exported by
 ``opentelemetry-exporter-prometheus``, written into a Prometheus TSDB with
 ``promtool`` and queried with the dashboard's and docs/metrics.md's
@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_support import binaries, fenced_blocks
 
 from otel_fileresp import _names as n
-from otel_fileresp._telemetry import Instruments
+from otel_fileresp._instruments import Instruments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

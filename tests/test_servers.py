@@ -10,7 +10,7 @@ OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
 - gunicorn, 2 workers of ``uvicorn_worker.UvicornWorker`` (the
   ``uvicorn.workers`` module is deprecated in favour of that package);
 - gunicorn, 2 workers of aiohttp's ``GunicornWebWorker``;
-- hypercorn, 2 workers;
+- hypercorn, 1 worker process (see ``_hypercorn``);
 - granian, ASGI interface, 2 workers: it offers ``http.response.pathsend``,
   which Starlette 0.47+ uses, so the server, not Python, opens the file.
 
@@ -363,10 +363,13 @@ def _gunicorn(worker_class: str, target: str, config: bool = True) -> list[str]:
 
 
 def _hypercorn() -> list[str]:
+    # One worker process: with several, hypercorn's master terminates the
+    # others as soon as the first one exits (hypercorn/run.py), which kills a
+    # worker still in its graceful shutdown, flush or no flush (docs/servers.md).
     return [
         str(BIN / "hypercorn"),
         "--workers",
-        "2",
+        "1",
         "--bind",
         "127.0.0.1:{port}",
         "starlette_app:app",
@@ -432,7 +435,7 @@ SETUPS = {
     ),
     "hypercorn": Setup(
         _hypercorn(),
-        workers=2,
+        workers=1,
         framework="starlette",
         transfer="read",
         opened=True,

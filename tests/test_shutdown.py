@@ -208,12 +208,12 @@ def test_starlette_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None
     """No 304 series after instrument() alone; there from lifespan startup on."""
     from starlette.testclient import TestClient
 
-    from otel_fileresp import _telemetry
+    from otel_fileresp import _instruments
     from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 
     app = _starlette_app(files, "no-lifespan")
     with instrumented(StarletteFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
-        instruments = _telemetry.instruments_for(sdk.meter_provider)
+        instruments = _instruments.instruments_for(sdk.meter_provider)
         assert _opens(instruments) == {}
         with TestClient(app):
             assert _opens(instruments) == {("starlette", 304): 0}
@@ -283,7 +283,7 @@ def test_aiohttp_flushes_at_cleanup(files: Path, sdk: GlobalSdk, flush: bool) ->
 
 def test_aiohttp_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None:
     pytest.importorskip("aiohttp")
-    from otel_fileresp import _telemetry
+    from otel_fileresp import _instruments
     from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 
     seen: list[set[Any]] = []
@@ -294,7 +294,7 @@ def test_aiohttp_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None:
         )
 
     with instrumented(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
-        instruments = _telemetry.instruments_for(sdk.meter_provider)
+        instruments = _instruments.instruments_for(sdk.meter_provider)
         opens_now()
         asyncio.run(_serve_aiohttp(files, 0, on_started=opens_now))
     zero = (("fileresp.framework", "aiohttp"), ("http.response.status_code", 304))
