@@ -54,12 +54,11 @@ from otel_fileresp.report.model import (
     split_grouped_framework,
 )
 from otel_fileresp.report.readers import display_name, read_file
-from otel_fileresp.report.render import report_as_dict
+from otel_fileresp.report.render import format_ms, report_as_dict, stats_as_dict
 
 #: Statuses whose response never needs the file.
 NO_FILE_STATUSES: Final = frozenset({304, 412})
 DEFAULT_MIN_SAMPLES: Final = 100
-_NS_PER_MS: Final = 1_000_000
 T = TypeVar("T")
 
 
@@ -117,7 +116,8 @@ class Comparison:
             if o.worse and o.now is not None
         ]
         found += [
-            f"{p.framework}: {p.phase} p99 {_ms(p.baseline.p99_ns)} -> {_ms(p.now.p99_ns)} ms"
+            f"{p.framework}: {p.phase} p99 {format_ms(p.baseline.p99_ns)}"
+            f" -> {format_ms(p.now.p99_ns)} ms"
             f" (x{p.p99_growth:.2f})"
             for p in self.phases
             if p.worse and p.baseline and p.now and p.p99_growth is not None
@@ -328,10 +328,10 @@ def render_text(comparisons: Sequence[Comparison], *, max_p99_growth: float | No
                     [
                         p.phase,
                         _pair(p.baseline, p.now, lambda s: str(s.count)),
-                        _pair(p.baseline, p.now, lambda s: _ms(s.p50_ns)),
-                        _pair(p.baseline, p.now, lambda s: _ms(s.p95_ns)),
-                        _pair(p.baseline, p.now, lambda s: _ms(s.p99_ns)),
-                        _pair(p.baseline, p.now, lambda s: _ms(s.max_ns)),
+                        _pair(p.baseline, p.now, lambda s: format_ms(s.p50_ns)),
+                        _pair(p.baseline, p.now, lambda s: format_ms(s.p95_ns)),
+                        _pair(p.baseline, p.now, lambda s: format_ms(s.p99_ns)),
+                        _pair(p.baseline, p.now, lambda s: format_ms(s.max_ns)),
                         "-" if p.p99_growth is None else f"x{p.p99_growth:.2f}",
                         _phase_verdict(p, max_p99_growth),
                     ]
@@ -414,16 +414,8 @@ def _comparison_as_dict(comparison: Comparison) -> dict[str, object]:
     }
 
 
-def _stats(stats: DurationStats | None) -> dict[str, float] | None:
-    if stats is None:
-        return None
-    return {
-        "count": stats.count,
-        "p50_ms": stats.p50_ns / _NS_PER_MS,
-        "p95_ms": stats.p95_ns / _NS_PER_MS,
-        "p99_ms": stats.p99_ns / _NS_PER_MS,
-        "max_ms": stats.max_ns / _NS_PER_MS,
-    }
+def _stats(stats: DurationStats | None) -> dict[str, object] | None:
+    return None if stats is None else stats_as_dict(stats)
 
 
 def _phase_verdict(change: PhaseChange, max_p99_growth: float | None) -> str:
@@ -439,10 +431,6 @@ def _pair(before: T | None, after: T | None, show: Callable[[T], str]) -> str:
         return "-" if value is None else show(value)
 
     return f"{one(before)} -> {one(after)}"
-
-
-def _ms(ns: int) -> str:
-    return f"{ns / _NS_PER_MS:.3f}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -51,7 +51,7 @@ def report_as_dict(report: Report, *, check: CheckResult | None) -> dict[str, ob
     for framework in _frameworks(report):
         frameworks[framework] = {
             "phases": {
-                phase: _stats_as_dict(stats)
+                phase: stats_as_dict(stats)
                 for phase, stats in report.durations.get(framework, {}).items()
             },
             "status_codes": {
@@ -152,7 +152,7 @@ def _slowest_section(report: Report) -> list[str]:
         return []
     rows = [
         [
-            _ms(span.duration_ns),
+            format_ms(span.duration_ns),
             span.framework or _MISSING,
             _status_key(span.status_code, missing=_MISSING),
             span.outcome or _MISSING,
@@ -226,7 +226,8 @@ def _frameworks(report: Report) -> list[str]:
     return names
 
 
-def _stats_as_dict(stats: DurationStats) -> dict[str, object]:
+def stats_as_dict(stats: DurationStats) -> dict[str, object]:
+    """A phase's count and p50/p95/p99/max in ms, as the JSON output gives them."""
     return {
         "count": stats.count,
         "p50_ms": stats.p50_ns / _NS_PER_MS,
@@ -249,10 +250,11 @@ def _span_as_dict(span: SpanRecord) -> dict[str, object]:
 
 
 def _ms_cells(stats: DurationStats) -> list[str]:
-    return [_ms(ns) for ns in (stats.p50_ns, stats.p95_ns, stats.p99_ns, stats.max_ns)]
+    return [format_ms(ns) for ns in (stats.p50_ns, stats.p95_ns, stats.p99_ns, stats.max_ns)]
 
 
-def _ms(duration_ns: int) -> str:
+def format_ms(duration_ns: int) -> str:
+    """Nanoseconds as milliseconds, three decimals (the text output's unit)."""
     return f"{duration_ns / _NS_PER_MS:.3f}"
 
 
