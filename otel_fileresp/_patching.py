@@ -111,7 +111,8 @@ class _Applied:
         self.patch = patch
         self.attribute = patch.attribute
         self.original = original
-        #: Our layer, and whether we installed it (False: taken back from below).
+        #: Our layer on top, which remove() takes off; None for a layer of
+        #: ours taken back from under someone else's wrapper (left in place).
         self.installed = installed
         #: What verify() expects on top of the attribute.
         self.top = top
