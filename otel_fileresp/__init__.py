@@ -43,24 +43,24 @@ response's total worker-pool wait (other phases on request), and the
 observable counter ``fileresp.opens``. docs/telemetry.md lists every name
 and attribute.
 
-Response listeners
-------------------
-:func:`add_response_listener` tells an object of every file response that
-starts and ends (the pytest plugin counts the responses in flight with it).
+Testing
+-------
+:mod:`otel_fileresp.testing` records an app's file responses in tests and
+asserts on them (``recording()``, the ``fileresp_recorder`` pytest fixture).
+
+Public API
+----------
+The two instrumentors and ``__version__`` here, and the names of
+:mod:`otel_fileresp.testing` (and its pytest plugin). Everything in a module
+whose name starts with an underscore is internal.
 """
 
-from otel_fileresp._record import ResponseRecord, State
-from otel_fileresp._telemetry import ResponseListener, add_response_listener
 from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 from otel_fileresp.version import __version__
 
 __all__ = [
     "AiohttpFileResponseInstrumentor",
-    "ResponseListener",
-    "ResponseRecord",
     "StarletteFileResponseInstrumentor",
-    "State",
     "__version__",
-    "add_response_listener",
 ]

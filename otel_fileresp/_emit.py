@@ -1,6 +1,6 @@
 # Copyright The otel_fileresp Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Spans and metrics from a finished :class:`~otel_fileresp._record.ResponseRecord`.
+"""Spans and metrics from a :class:`~otel_fileresp._finished.FinishedResponse`.
 
 Spans are emitted after the fact with explicit timestamps: ``fileresp.response``
 under the parent context captured when the response started, then its phase
@@ -31,8 +31,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from otel_fileresp import _names as n
+from otel_fileresp._finished import FinishedResponse
 from otel_fileresp._instruments import KEY_DURATION, KEY_PHASE, Instruments
-from otel_fileresp._record import ResponseRecord
 from otel_fileresp.settings import Settings
 
 
@@ -51,27 +51,27 @@ def valid_text(text: str) -> str:
 def metrics(
     instruments: Instruments,
     settings: Settings,
-    record: ResponseRecord,
+    response: FinishedResponse,
     span_context: context_api.Context | None,
 ) -> None:
-    framework = record.framework
-    status = record.status
-    opened = record.opened
+    framework = response.framework
+    status = response.status
+    opened = response.opened
     instruments.duration.record(
-        record.duration_s,
-        instruments.attributes((KEY_DURATION, framework, record.outcome, opened, status)),
+        response.duration_s,
+        instruments.attributes((KEY_DURATION, framework, response.outcome, opened, status)),
         context=span_context,
     )
     enabled = settings.phase_metrics
     if enabled:
-        durations = record.phase_durations() if record.detailed else {}
+        durations = response.phase_durations()
         for phase in n.PHASES:
             if phase not in enabled:
                 continue
             if phase == n.PHASE_THREADPOOL_WAIT:
-                if not record.jobs:
+                if not response.jobs:
                     continue
-                value = record.wait_s
+                value = response.wait_s
             else:
                 found = durations.get(phase)
                 if found is None:
@@ -84,51 +84,55 @@ def metrics(
         instruments.open_counts.add(framework, status)
 
 
-def spans(tracer: Tracer, settings: Settings, record: ResponseRecord) -> context_api.Context | None:
+def spans(
+    tracer: Tracer, settings: Settings, response: FinishedResponse
+) -> context_api.Context | None:
     """Emit the response's spans; the response span's context if it was recorded."""
     wall_offset = time_ns() - perf_counter_ns()
     span = tracer.start_span(
         n.SPAN_RESPONSE,
-        context=record.parent,
+        context=response.parent,
         kind=SpanKind.INTERNAL,
-        start_time=wall_offset + record.started_ns,
+        start_time=wall_offset + response.started_ns,
     )
     try:
         if not span.is_recording():
             return None
-        span.set_attributes(_response_attributes(record, settings))
-        if record.error_type is not None:
+        span.set_attributes(_response_attributes(response, settings))
+        if response.error_type is not None:
             span.set_status(Status(StatusCode.ERROR))
         context = trace.set_span_in_context(span)
         if settings.phase_spans:
-            _phase_spans(tracer, record, context, wall_offset)
+            _phase_spans(tracer, response, context, wall_offset)
         else:
-            for phase, start, end in record.phases():
+            for phase, start, end in response.phases:
                 span.set_attribute(n.phase_duration_attribute(phase), (end - start) / 1e9)
         return context
     finally:
-        span.end(end_time=wall_offset + record.end_ns)
+        span.end(end_time=wall_offset + response.end_ns)
 
 
-def _response_attributes(record: ResponseRecord, settings: Settings) -> dict[str, AttributeValue]:
+def _response_attributes(
+    response: FinishedResponse, settings: Settings
+) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {
-        n.ATTR_FRAMEWORK: record.framework,
-        n.ATTR_OUTCOME: record.outcome,
-        n.ATTR_OPENED: record.opened,
-        n.ATTR_TRANSFER: record.transfer,
-        n.ATTR_BYTES: record.bytes_sent,
-        n.ATTR_JOBS: record.jobs,
-        n.ATTR_WAIT: record.wait_s,
+        n.ATTR_FRAMEWORK: response.framework,
+        n.ATTR_OUTCOME: response.outcome,
+        n.ATTR_OPENED: response.opened,
+        n.ATTR_TRANSFER: response.transfer,
+        n.ATTR_BYTES: response.bytes_sent,
+        n.ATTR_JOBS: response.jobs,
+        n.ATTR_WAIT: response.wait_s,
     }
     optional = (
-        (n.ATTR_STATUS_CODE, record.status),
-        (n.ATTR_FILE_SIZE, record.file_size),
-        (n.ATTR_CONTENT_ENCODING, record.content_encoding),
-        (n.ATTR_ERROR_TYPE, record.error_type),
+        (n.ATTR_STATUS_CODE, response.status),
+        (n.ATTR_FILE_SIZE, response.file_size),
+        (n.ATTR_CONTENT_ENCODING, response.content_encoding),
+        (n.ATTR_ERROR_TYPE, response.error_type),
     )
     attributes.update((name, value) for name, value in optional if value is not None)
     capture = settings.capture_path
-    path = record.file_path
+    path = response.file_path
     if path and capture != "none":
         attributes[n.ATTR_FILE_NAME] = valid_text(os.path.basename(path))
         if capture == "full":
@@ -137,21 +141,21 @@ def _response_attributes(record: ResponseRecord, settings: Settings) -> dict[str
 
 
 def _phase_spans(
-    tracer: Tracer, record: ResponseRecord, context: context_api.Context, wall_offset: int
+    tracer: Tracer, response: FinishedResponse, context: context_api.Context, wall_offset: int
 ) -> None:
     emitted = 1
-    for phase, start, end in record.phases():
+    for phase, start, end in response.phases:
         child = tracer.start_span(
             n.PHASE_SPAN_NAMES[phase],
             context=context,
             kind=SpanKind.INTERNAL,
             start_time=wall_offset + start,
-            attributes=_phase_span_attributes(record, phase),
+            attributes=_phase_span_attributes(response, phase),
         )
         child.end(end_time=wall_offset + end)
         emitted += 1
-    end_ns = record.end_ns
-    for kind, submitted, started in record.wait_spans[: n.MAX_SPANS_PER_RESPONSE - emitted]:
+    end_ns = response.end_ns
+    for kind, submitted, started in response.wait_spans[: n.MAX_SPANS_PER_RESPONSE - emitted]:
         child = tracer.start_span(
             n.SPAN_THREADPOOL_WAIT,
             context=context,
@@ -162,22 +166,23 @@ def _phase_spans(
         child.end(end_time=wall_offset + min(started, end_ns))
 
 
-def _phase_span_attributes(record: ResponseRecord, phase: str) -> dict[str, AttributeValue] | None:
+def _phase_span_attributes(
+    response: FinishedResponse, phase: str
+) -> dict[str, AttributeValue] | None:
     if phase == n.PHASE_PRECONDITION:
         attributes: dict[str, AttributeValue] = {
-            n.ATTR_PRECONDITION_RESULT: record.precondition_result
+            n.ATTR_PRECONDITION_RESULT: response.precondition_result
         }
-        header = record.precondition_header
+        header = response.precondition_header
         if header is not None:
             attributes[n.ATTR_PRECONDITION_HEADER] = header
         return attributes
     if phase == n.PHASE_SEND:
-        count, wait, wait_max = record.reads
         return {
-            n.ATTR_TRANSFER: record.transfer,
-            n.ATTR_BYTES: record.bytes_sent,
-            n.ATTR_READ_COUNT: count,
-            n.ATTR_WAIT: wait,
-            n.ATTR_WAIT_MAX: wait_max,
+            n.ATTR_TRANSFER: response.transfer,
+            n.ATTR_BYTES: response.bytes_sent,
+            n.ATTR_READ_COUNT: response.read_count,
+            n.ATTR_WAIT: response.read_wait_ns / 1e9,
+            n.ATTR_WAIT_MAX: response.read_wait_max_ns / 1e9,
         }
     return None

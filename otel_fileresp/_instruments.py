@@ -25,11 +25,9 @@ from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Obs
 from opentelemetry.util.types import AttributeValue
 
 from otel_fileresp import _names as n
-from otel_fileresp._log import contained
+from otel_fileresp._log import failed
 from otel_fileresp._pools import PoolGauges
 from otel_fileresp.version import __version__
-
-_GUARD_OPENS_OBSERVE: Final = contained("opens.observe", "failed to report fileresp.opens")
 
 #: The first item of a metric key: which instrument it is for.
 KEY_DURATION: Final = "duration"
@@ -119,8 +117,10 @@ class Instruments:
         self._attributes: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
 
     def _observe_opens(self, options: CallbackOptions) -> Iterable[Observation]:
-        with _GUARD_OPENS_OBSERVE:
+        try:
             return self.open_counts.observe(options)
+        except Exception:
+            failed("instruments.opens.observe")
         return []
 
     def attributes(self, key: tuple[Any, ...]) -> Mapping[str, AttributeValue]:

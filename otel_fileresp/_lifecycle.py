@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import metrics, trace
 
-from otel_fileresp._log import contained, log_once
+from otel_fileresp._log import failed, log_once
 from otel_fileresp._patching import Patch
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ if TYPE_CHECKING:
 FLUSH_TIMEOUT_S: Final = 5.0
 _POLL_S: Final = 0.005
 
-_GUARD_SERVING: Final = contained("lifecycle.serving", "failed to note that the app serves")
-_GUARD_FLUSH: Final = contained("lifecycle.flush", "failed to flush the telemetry at shutdown")
 
 Sleep = Callable[[float], Awaitable[Any]]
 Message = MutableMapping[str, Any]
@@ -97,17 +95,20 @@ def _run_flushes(
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 return
-            with contained(f"lifecycle.flush.{kind}", f"the {kind} provider's force_flush failed"):
+            try:
                 try:
                     result = force_flush(timeout_millis=remaining_ms)
                 except TypeError:  # a provider whose force_flush takes no timeout
                     result = force_flush()
-                if result is False:
-                    log_once(
-                        f"lifecycle.flush.{kind}.incomplete",
-                        f"the {kind} provider's force_flush at shutdown did not complete",
-                        with_traceback=False,
-                    )
+            except Exception:
+                failed(f"lifecycle.flush.{kind}", f"the {kind} provider's force_flush failed")
+                continue
+            if result is False:
+                log_once(
+                    f"lifecycle.flush.{kind}.incomplete",
+                    f"the {kind} provider's force_flush at shutdown did not complete",
+                    with_traceback=False,
+                )
     finally:
         done.set()
 
@@ -165,18 +166,22 @@ def _starlette_lifespan(hooks: Hooks) -> Callable[..., Awaitable[None]]:
             if flushed or not telemetry.settings.flush_on_shutdown:
                 return
             flushed = True
-            with _GUARD_FLUSH:
+            try:
                 import anyio
 
                 await flush_global_providers(anyio.sleep)
+            except Exception:
+                failed("lifecycle.flush")
 
         async def observed_send(message: Message) -> None:
             nonlocal started
             kind = message.get("type") if isinstance(message, MutableMapping) else None
             if kind == "lifespan.startup.complete":
                 started = True
-                with _GUARD_SERVING:
+                try:
                     telemetry.serving()
+                except Exception:
+                    failed("lifecycle.serving")
             elif kind in _SHUTDOWN_ENDS:
                 await flush()
             await send(message)
@@ -212,8 +217,10 @@ def _aiohttp_startup(hooks: Hooks) -> Callable[..., Awaitable[None]]:
         await wrapped(*args, **kwargs)
         telemetry = hooks.telemetry
         if telemetry is not None:
-            with _GUARD_SERVING:
+            try:
                 telemetry.serving()
+            except Exception:
+                failed("lifecycle.serving")
 
     return startup
 
@@ -236,8 +243,10 @@ async def _aiohttp_flush(hooks: Hooks) -> None:
     telemetry = hooks.telemetry
     if telemetry is None or not telemetry.settings.flush_on_shutdown:
         return
-    with _GUARD_FLUSH:
+    try:
         await flush_global_providers(asyncio.sleep)
+    except Exception:
+        failed("lifecycle.flush")
 
 
 def aiohttp_patches(hooks: Hooks) -> list[Patch]:

@@ -42,10 +42,12 @@ def log_once(key: str, message: str, *, with_traceback: bool = True) -> None:
     _logger.warning("otel_fileresp: %s", message, exc_info=with_traceback)
 
 
-def failed(where: str) -> None:
+def failed(where: str, what: str | None = None) -> None:
     """In an ``except Exception:`` block around our own work: log the failure
-    being handled, once per ``where`` (a dotted place, e.g. ``record.end``)."""
-    log_once(where, f"internal failure in {where}; the request goes on untouched")
+    being handled, once per ``where`` (a dotted place, e.g. ``record.end``),
+    with ``what`` failed when the reader can act on it."""
+    said = what or "internal failure"
+    log_once(where, f"{said} (in {where}); the request goes on untouched")
 
 
 def forget_logged() -> None:

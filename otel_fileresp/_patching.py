@@ -31,10 +31,9 @@ from typing import Any
 
 import wrapt
 
-from otel_fileresp._log import contained, log_once
+from otel_fileresp._log import failed, log_once
 
 _logger = logging.getLogger(__name__)
-_GUARD_REPAIR = contained("patch.repair", "failed to check or re-apply a patch")
 
 Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -163,8 +162,10 @@ class PatchSet:
         lookup per point); re-apply, once logged, one that someone removed."""
         for namespace, attribute, applied in self._checks:
             if namespace.get(attribute) is not applied.top:
-                with _GUARD_REPAIR:
+                try:
                     self._repair(applied)
+                except Exception:
+                    failed("patching.patch.repair")
 
     def _repair(self, applied: _Applied) -> None:
         owner, attribute, patch = applied.owner, applied.attribute, applied.patch

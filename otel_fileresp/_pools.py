@@ -67,7 +67,7 @@ from typing import Any, Final
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_fileresp import _names as n
-from otel_fileresp._log import log_once as _log_once
+from otel_fileresp._log import failed
 
 _STARLETTE_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE}
 _AIOHTTP_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_AIOHTTP}
@@ -141,7 +141,7 @@ class _PoolRegistry:
                 self._prune()
                 self._limiters[id(loop)] = (weakref.ref(loop), limiter_ref)
         except Exception:
-            _log_once("pools.anyio", "failed to note anyio's default thread limiter")
+            failed("pools.anyio")
 
     def note_asyncio_executor(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         try:
@@ -156,7 +156,7 @@ class _PoolRegistry:
                 self._prune()
                 self._executor_loops[id(loop)] = weakref.ref(loop)
         except Exception:
-            _log_once("pools.asyncio", "failed to note asyncio's default executor")
+            failed("pools.asyncio")
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with a new lock (the parent's may have been held
@@ -296,7 +296,7 @@ def _guarded(name: str, observe: Observe) -> Callable[[CallbackOptions], Iterabl
         try:
             return list(observe())
         except Exception:
-            _log_once(f"pools.observe.{name}", f"failed to read the worker pools ({name})")
+            failed(f"pools.observe.{name}")
             return []
 
     return callback

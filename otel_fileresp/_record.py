@@ -75,18 +75,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError
 from contextvars import ContextVar
 from enum import IntEnum
 from stat import S_ISREG
 from time import perf_counter_ns
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 from opentelemetry import context as context_api
 
 from otel_fileresp import _names as n
-from otel_fileresp._log import contained, log_once
+from otel_fileresp._finished import FinishedResponse, ResponseConsumer
+from otel_fileresp._log import failed, log_once
 
 T = TypeVar("T")
 
@@ -113,20 +114,6 @@ _STATUS_OUTCOMES: Final = {
 }
 
 
-# Our own failures in these hooks: caught, logged once per key (see _log).
-_GUARD_BEFORE_END: Final = contained("before_end", "failed to read the end of a file response")
-_GUARD_END: Final = contained("end", "failed to end a file response")
-_GUARD_JOB: Final = contained("job", "failed to record a worker-pool job")
-_GUARD_JOB_CANCELLED: Final = contained(
-    "job.cancelled", "failed to end a response whose job was cancelled"
-)
-_GUARD_JOB_ON_ERROR: Final = contained("job.on_error", "failed to record a failed worker-pool job")
-_GUARD_OPEN_SEEN: Final = contained("open_seen", "failed to note a file opened")
-_GUARD_JOB_ON_RESULT: Final = contained(
-    "job.on_result", "failed to read a worker-pool job's result"
-)
-
-
 class State(IntEnum):
     """Where a response is in its life; it only moves forward."""
 
@@ -136,14 +123,6 @@ class State(IntEnum):
     COMPLETE = 3  # everything the client is owed was handed over: the end is fixed
     ENDED = 4  # ended and emitted
     DISCARDED = 5  # not a file response after all: nothing is emitted
-
-
-class Sink(Protocol):
-    """Where a record reports (the instrumentor's telemetry)."""
-
-    def response_started(self, record: ResponseRecord) -> None: ...
-
-    def response_ended(self, record: ResponseRecord) -> None: ...
 
 
 class Scope:
@@ -266,7 +245,7 @@ class ResponseRecord:
 
     def __init__(
         self,
-        sink: Sink,
+        sink: ResponseConsumer,
         framework: str,
         parent: context_api.Context | None = None,
         *,
@@ -332,56 +311,68 @@ class ResponseRecord:
 
         A record that submitted a job before it began (aiohttp's static lookup)
         starts at that job's submission."""
-        if head:
-            self._head = True
-        if self._state is not State.PENDING:
-            return
-        self._state = State.SERVING
-        if started_ns is None:
-            started_ns = self._started_ns or perf_counter_ns()
-        self._started_ns = started_ns
-        self._sink.response_started(self)
+        try:
+            if head:
+                self._head = True
+            if self._state is not State.PENDING:
+                return
+            self._state = State.SERVING
+            if started_ns is None:
+                started_ns = self._started_ns or perf_counter_ns()
+            self._started_ns = started_ns
+            self._sink.response_started(id(self), self.framework)
+        except Exception:
+            failed("record.begin")
 
     def discard(self) -> None:
         """It turned out not to be a file response: no telemetry."""
-        if self._state is State.PENDING:
-            self._state = State.DISCARDED
-        elif self._state < State.ENDED:
-            self._state = State.DISCARDED
-            self._sink.response_ended(self)
+        try:
+            if self._state is State.PENDING:
+                self._state = State.DISCARDED
+            elif self._state < State.ENDED:
+                self._state = State.DISCARDED
+                self._sink.response_ended(id(self), None)
+        except Exception:
+            failed("record.discard")
 
     def end(self, exc: BaseException | None = None) -> None:
         """The framework returned (or raised ``exc``): end the response, once."""
-        state = self._state
-        if state is State.PENDING:
-            self._state = State.DISCARDED  # never started: nothing to tell
-            return
-        if state >= State.ENDED:
-            return
-        now = perf_counter_ns()
-        complete = state is State.COMPLETE or (state is State.HEAD_SENT and self._all_sent())
-        if not complete:
-            if exc is not None:
-                status = status_of_exception(exc)
-                outcome = None if status is None else _outcome_of_exception(status)
-                if outcome is None:
-                    self._error_type = type(exc).__qualname__
-                else:
-                    self._outcome = outcome
-            else:  # returned without handing over the whole response
-                self._error_type = n.ERROR_INCOMPLETE_BODY
-        if self._end_ns is None:
-            last = self._last_byte_ns if complete else None
-            self._end_ns = last if last is not None else now
-        if self._expected and self.detailed and self._status in (200, 206, 304):
-            self._log_missing_phases()
-        self._state = State.ENDED
-        self._sink.response_ended(self)
+        try:
+            state = self._state
+            if state is State.PENDING:
+                self._state = State.DISCARDED  # never started: nothing to tell
+                return
+            if state >= State.ENDED:
+                return
+            now = perf_counter_ns()
+            complete = state is State.COMPLETE or (state is State.HEAD_SENT and self._all_sent())
+            if not complete:
+                if exc is not None:
+                    status = status_of_exception(exc)
+                    outcome = None if status is None else _outcome_of_exception(status)
+                    if outcome is None:
+                        self._error_type = type(exc).__qualname__
+                    else:
+                        self._outcome = outcome
+                else:  # returned without handing over the whole response
+                    self._error_type = n.ERROR_INCOMPLETE_BODY
+            if self._end_ns is None:
+                last = self._last_byte_ns if complete else None
+                self._end_ns = last if last is not None else now
+            if self._expected and self.detailed and self._status in (200, 206, 304):
+                self._log_missing_phases()
+            self._state = State.ENDED
+            self._sink.response_ended(id(self), self.facts())
+        except Exception:
+            failed("record.end")
 
     def expect(self, phase: str, hook: str) -> None:
         """A served file's response has ``phase``, seen by ``hook`` (a name this
         release must still match): if it ends without it, that is said once."""
-        self._expected = (*self._expected, (phase, hook))
+        try:
+            self._expected = (*self._expected, (phase, hook))
+        except Exception:
+            failed("record.expect")
 
     def _log_missing_phases(self) -> None:
         for phase, hook in self._expected:
@@ -408,46 +399,59 @@ class ResponseRecord:
         """The framework is about to serve ``path`` (a ``FileResponse``'s path, or
         the representation of it the stat chose: ``names_file=False`` keeps the
         name the response reports)."""
-        if path is None:
-            return
-        self._served = (path, *self._served)
-        if self._unmatched_opens:
-            self._match_earlier_opens()
-        if self.detailed:
-            if names_file:
-                self._file_path = path
-            if size is not None:
-                self._file_size = size
+        try:
+            if path is None:
+                return
+            self._served = (path, *self._served)
+            if self._unmatched_opens:
+                self._match_earlier_opens()
+            if self.detailed:
+                if names_file:
+                    self._file_path = path
+                if size is not None:
+                    self._file_size = size
+        except Exception:
+            failed("record.serves")
 
     def looked_up(self, path: object, size: int | None) -> None:
         """The framework found the regular file ``path`` to serve (a lookup or stat)."""
-        if path is None:
-            return
-        if not self._served:
-            self._served = (path,)
-            if self._unmatched_opens:
-                self._match_earlier_opens()
-        if self.detailed:
-            if self._file_path is None:
-                self._file_path = path
-            if size is not None:
-                self._file_size = size
+        try:
+            if path is None:
+                return
+            if not self._served:
+                self._served = (path,)
+                if self._unmatched_opens:
+                    self._match_earlier_opens()
+            if self.detailed:
+                if self._file_path is None:
+                    self._file_path = path
+                if size is not None:
+                    self._file_size = size
+        except Exception:
+            failed("record.looked_up")
 
     def is_served(self, path: object) -> bool:
         """Whether ``path`` is the file this response serves."""
-        return any(same_file(path, served) for served in self._served)
+        try:
+            return any(same_file(path, served) for served in self._served)
+        except Exception:
+            failed("record.is_served")
+            return False
 
     def open_seen(self, path: object) -> None:
         """Python is opening ``path`` in this response's context (the ``open``
         audit event: builtins, ``io``, ``os.open``, ``pathlib``, anyio, a
         worker thread carrying the context), by the framework or by app code:
         the served file's open sets ``opened``, whoever opens it."""
-        if self._state >= State.COMPLETE or self._opened:
-            return  # the framework finished the response, or known already
-        if self.is_served(path):
-            self._open_attempts += 1
-        elif isinstance(path, (str, bytes, os.PathLike)) and len(self._unmatched_opens) < 16:
-            self._unmatched_opens = (*self._unmatched_opens, path)
+        try:
+            if self._state >= State.COMPLETE or self._opened:
+                return  # the framework finished the response, or known already
+            if self.is_served(path):
+                self._open_attempts += 1
+            elif isinstance(path, (str, bytes, os.PathLike)) and len(self._unmatched_opens) < 16:
+                self._unmatched_opens = (*self._unmatched_opens, path)
+        except Exception:
+            failed("record.open_seen")
 
     def _match_earlier_opens(self) -> None:
         """The served file is known now: was it opened before that?"""
@@ -456,24 +460,32 @@ class ResponseRecord:
 
     def file_opened(self, path: object, start_ns: int, end_ns: int) -> bool:
         """A file was opened in this response's context: True if it is the served one."""
-        if not self.is_served(path):
+        try:
+            if not self.is_served(path):
+                return False
+            self._opened = True
+            if self._open_start_ns is None:
+                self._open_start_ns = start_ns
+            if self.detailed:
+                self._mark(n.PHASE_OPEN, start_ns, end_ns)
+            return True
+        except Exception:
+            failed("record.file_opened")
             return False
-        self._opened = True
-        if self._open_start_ns is None:
-            self._open_start_ns = start_ns
-        if self.detailed:
-            self._mark(n.PHASE_OPEN, start_ns, end_ns)
-        return True
 
     def open_failed(self, path: object, start_ns: int) -> bool:
         """Opening a file failed: True if it was the served one (then its open
         was tried, though nothing was opened)."""
-        if not self.is_served(path):
+        try:
+            if not self.is_served(path):
+                return False
+            self._open_attempts -= 1
+            if self._open_start_ns is None:
+                self._open_start_ns = start_ns
+            return True
+        except Exception:
+            failed("record.open_failed")
             return False
-        self._open_attempts -= 1
-        if self._open_start_ns is None:
-            self._open_start_ns = start_ns
-        return True
 
     @property
     def open_tried(self) -> bool:
@@ -482,7 +494,10 @@ class ResponseRecord:
 
     def file_object(self, file_object: object) -> None:
         """The served file's object (its reads are the body reads)."""
-        self._file_object_id = id(file_object)
+        try:
+            self._file_object_id = id(file_object)
+        except Exception:
+            failed("record.file_object")
 
     def is_served_file_object(self, file_object: object) -> bool:
         return self._file_object_id is not None and id(file_object) == self._file_object_id
@@ -506,33 +521,42 @@ class ResponseRecord:
         encoding: str | None = None,
     ) -> None:
         """The file (and its variants) was statted; ``path`` is the one chosen."""
-        if path is not None:
-            self.serves(path, size, names_file=False)
-        if self.detailed:
-            self._mark(n.PHASE_STAT, start_ns, end_ns)
-            if size is not None:
-                self._file_size = size
-            if encoding is not None:
-                self._content_encoding = encoding
+        try:
+            if path is not None:
+                self.serves(path, size, names_file=False)
+            if self.detailed:
+                self._mark(n.PHASE_STAT, start_ns, end_ns)
+                if size is not None:
+                    self._file_size = size
+                if encoding is not None:
+                    self._content_encoding = encoding
+        except Exception:
+            failed("record.stat")
 
     def precondition(self, start_ns: int, end_ns: int, result: str, header: str | None) -> None:
         """Conditional headers were evaluated; the most decisive result wins."""
-        if not self.detailed:
-            return
-        self._mark(n.PHASE_PRECONDITION, start_ns, end_ns)
-        current = self._precondition_result
-        if current is None or _PRECONDITION_RANK[result] >= _PRECONDITION_RANK[current]:
-            self._precondition_result = result
-            self._precondition_header = header
+        try:
+            if not self.detailed:
+                return
+            self._mark(n.PHASE_PRECONDITION, start_ns, end_ns)
+            current = self._precondition_result
+            if current is None or _PRECONDITION_RANK[result] >= _PRECONDITION_RANK[current]:
+                self._precondition_result = result
+                self._precondition_header = header
+        except Exception:
+            failed("record.precondition")
 
     def precondition_decided(self, now_ns: int, result: str, header: str | None) -> None:
         """The checks that run on the event loop after the stat decided at ``now_ns``:
         the phase runs from the end of the stat (once per response)."""
-        if not self.detailed or self._precondition_result is not None:
-            return
-        stat = self._phases.get(n.PHASE_STAT)
-        if stat is not None:
-            self.precondition(stat[1], max(stat[1], now_ns), result, header)
+        try:
+            if not self.detailed or self._precondition_result is not None:
+                return
+            stat = self._phases.get(n.PHASE_STAT)
+            if stat is not None:
+                self.precondition(stat[1], max(stat[1], now_ns), result, header)
+        except Exception:
+            failed("record.precondition_decided")
 
     def combined_job_done(
         self, end_ns: int, result: str | None, header: str | None, checked: bool
@@ -544,30 +568,36 @@ class ResponseRecord:
         or to the end of the job; the open phase extends to the job's end (it
         includes the fstat after the open).
         """
-        if not self.detailed or not checked:
-            return
-        stat = self._phases.get(n.PHASE_STAT)
-        if stat is None:
-            return
-        open_start = self._open_start_ns
-        if open_start is not None and open_start < stat[1]:
-            open_start = None  # opened before the stat: not by the checks' path
-        if result is None:
-            result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-        self.precondition(stat[1], end_ns if open_start is None else open_start, result, header)
-        if open_start is not None and self._opened:
-            self._mark(n.PHASE_OPEN, open_start, end_ns)
+        try:
+            if not self.detailed or not checked:
+                return
+            stat = self._phases.get(n.PHASE_STAT)
+            if stat is None:
+                return
+            open_start = self._open_start_ns
+            if open_start is not None and open_start < stat[1]:
+                open_start = None  # opened before the stat: not by the checks' path
+            if result is None:
+                result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
+            self.precondition(stat[1], end_ns if open_start is None else open_start, result, header)
+            if open_start is not None and self._opened:
+                self._mark(n.PHASE_OPEN, open_start, end_ns)
+        except Exception:
+            failed("record.combined_job_done")
 
     def range_ignored(self) -> None:
         """If-Range did not match, so a Range request got the whole file; that
         decision ends where the last check (or the stat) ended."""
-        if not self.detailed:
-            return
-        interval = self._phases.get(n.PHASE_PRECONDITION) or self._phases.get(n.PHASE_STAT)
-        if interval is not None:
-            self.precondition(
-                interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE
-            )
+        try:
+            if not self.detailed:
+                return
+            interval = self._phases.get(n.PHASE_PRECONDITION) or self._phases.get(n.PHASE_STAT)
+            if interval is not None:
+                self.precondition(
+                    interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE
+                )
+        except Exception:
+            failed("record.range_ignored")
 
     def has_precondition(self) -> bool:
         return self._precondition_result is not None
@@ -597,43 +627,51 @@ class ResponseRecord:
         ``times_stat`` is False (the framework stats again, and that is timed).
         ``on_result``/``on_error`` run in the worker.
         """
-        if self._state >= State.COMPLETE:
-            return None
-        submitted = perf_counter_ns()
-        if self._state is State.PENDING and not self._started_ns:
-            self._started_ns = submitted  # where it starts, if it begins
-        if kind == n.JOB_OPEN and not self.is_served(opens):
-            kind = n.JOB_OTHER
-        elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
-            if not self.is_served_file_object(reads):
+        try:
+            if self._state >= State.COMPLETE:
+                return None
+            submitted = perf_counter_ns()
+            if self._state is State.PENDING and not self._started_ns:
+                self._started_ns = submitted  # where it starts, if it begins
+            if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
-        elif kind is None:
-            kind = n.JOB_READ if self._sending else n.JOB_OTHER
-        job = PoolJob(kind, submitted, opens, times_stat and kind in _STAT_JOBS)
-        scope = Scope(self, job)
-        record = self
+            elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
+                if not self.is_served_file_object(reads):
+                    kind = n.JOB_OTHER
+            elif kind is None:
+                kind = n.JOB_READ if self._sending else n.JOB_OTHER
+            job = PoolJob(kind, submitted, opens, times_stat and kind in _STAT_JOBS)
+            scope = Scope(self, job)
+            record = self
 
-        def run_job(*args: Any, **kwargs: Any) -> T:
-            started = perf_counter_ns()
-            job.started = started
-            token = _CURRENT.set(scope)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                _CURRENT.reset(token)
-                record._job_ran(job, perf_counter_ns(), False, None)
-                if on_error is not None:
-                    with _GUARD_JOB_ON_ERROR:
-                        on_error(record, exc)
-                raise
-            _CURRENT.reset(token)
-            record._job_ran(job, perf_counter_ns(), True, result)
-            if on_result is not None:
-                with _GUARD_JOB_ON_RESULT:
-                    on_result(record, result)
-            return result
+            def run_job(*args: Any, **kwargs: Any) -> T:
+                job.started = perf_counter_ns()
+                token = _CURRENT.set(scope)
+                ok = False
+                outcome: Any = None
+                try:
+                    outcome = fn(*args, **kwargs)
+                    ok = True
+                    return outcome  # type: ignore[no-any-return]
+                except BaseException as exc:
+                    outcome = exc
+                    raise
+                finally:
+                    _CURRENT.reset(token)
+                    record._job_ran(job, perf_counter_ns(), ok, outcome if ok else None)
+                    then = on_result if ok else on_error
+                    if then is not None:
+                        try:
+                            then(record, outcome)
+                        except Exception:
+                            failed("record.job.then")
+                    # Break the frame -> exception -> traceback -> frame cycle.
+                    outcome = None
 
-        return run_job
+            return run_job
+        except Exception:
+            failed("record.wrap_job")
+            return None
 
     def _stat_job_ran(self, lookup: bool, started: int, ended: int) -> None:
         """The stat phase spans the stat or lookup jobs of the file (a plain stat
@@ -649,19 +687,21 @@ class ResponseRecord:
 
     def job_is(self, job: PoolJob | None, kind: str) -> None:
         """(Worker side) the running ``job`` is a ``kind`` job, says a hook inside it."""
-        if job is not None and job.kind == n.JOB_OTHER:
-            job.kind = kind
+        try:
+            if job is not None and job.kind == n.JOB_OTHER:
+                job.kind = kind
+        except Exception:
+            failed("record.job_is")
 
     def job_cancelled(self, job_future: Any) -> None:
         """A future's done-callback: a job cancelled while still queued never ran,
         and the response it started ends here (with ``error.type``)."""
         if job_future.cancelled():  # a method of the future: nothing of ours can fail
-            with _GUARD_JOB_CANCELLED:
-                self.begin()
-                self.end(CancelledError())
+            self.begin()
+            self.end(CancelledError())
 
     def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
-        with _GUARD_JOB:
+        try:
             if self._state >= State.ENDED:
                 return  # a job that outlives its response
             submitted = job.submitted
@@ -699,6 +739,8 @@ class ResponseRecord:
                 self._read_wait_ns += wait
                 self._read_wait_max_ns = max(self._read_wait_max_ns, wait)
                 self._mark(n.PHASE_SEND, submitted, ended)
+        except Exception:
+            failed("record.job")
 
     # -- sending -------------------------------------------------------------------
 
@@ -771,26 +813,78 @@ class ResponseRecord:
             self._mark(n.PHASE_SEND, start_ns, end_ns)
         self.body_done(end_ns)
 
-    # -- what emission reads ------------------------------------------------------
-
-    @property
-    def started_ns(self) -> int:
-        return self._started_ns
-
-    @property
-    def end_ns(self) -> int:
-        return self._started_ns if self._end_ns is None else self._end_ns
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end_ns - self._started_ns) / 1e9
+    # -- the facts ------------------------------------------------------------------
 
     @property
     def status(self) -> int | None:
+        """The status handed to the server so far (None: none yet)."""
         return self._status
 
     @property
-    def error_type(self) -> str | None:
+    def file_size(self) -> int | None:
+        """The served file's size, when known (detailed records)."""
+        return self._file_size
+
+    def facts(self) -> FinishedResponse:
+        """The response's facts as they stand, by the truth rules: the value
+        :meth:`end` freezes and hands to the consumer."""
+        started = self._started_ns
+        end = started if self._end_ns is None else self._end_ns
+        status = self._status
+        error_type = self._final_error_type()
+        if self.detailed:
+            # A redirect serves no file: no name, no size.
+            serves_a_file = self._outcome != n.OUTCOME_REDIRECT and not (
+                status is not None and 300 <= status < 400 and status != 304
+            )
+            path = self._file_path if serves_a_file else None
+            file_path = (
+                None
+                if path is None
+                else os.fsdecode(path)
+                if isinstance(path, bytes)
+                else str(path)
+            )
+            file_size = self._file_size if serves_a_file else None
+            phases = tuple(
+                (phase, min(start, end), min(stop, end))
+                for phase, (start, stop) in sorted(
+                    self._phases.items(), key=lambda item: item[1][0]
+                )
+            )
+            wait_spans = tuple(self._wait_spans)
+        else:
+            file_path = file_size = None
+            phases = wait_spans = ()
+        return FinishedResponse(
+            id(self),
+            self.framework,
+            self.parent,
+            self.spans,
+            self.detailed,
+            started,
+            end,
+            status,
+            self._final_outcome(),
+            error_type,
+            self._opened or self._open_attempts > 0,
+            self._transfer,
+            self._bytes,
+            self._jobs,
+            self._wait_ns,
+            file_path,
+            file_size,
+            self._content_encoding,
+            self._precondition_result or n.PRECONDITION_NONE,
+            self._precondition_header,
+            phases,
+            wait_spans,
+            self._read_count,
+            self._read_wait_ns,
+            self._read_wait_max_ns,
+        )
+
+    def _final_error_type(self) -> str | None:
         """Why the response failed: the exception, ``incomplete_body``, or an
         error status the framework sent without one (Starlette's 400 for a
         malformed Range, a 500): that status, as OpenTelemetry's
@@ -802,8 +896,7 @@ class ResponseRecord:
             return str(status)
         return None
 
-    @property
-    def outcome(self) -> str:
+    def _final_outcome(self) -> str:
         if self._error_type is not None:
             return n.OUTCOME_ERROR
         status = self._status
@@ -821,81 +914,6 @@ class ResponseRecord:
         if status == 206:
             return n.OUTCOME_PARTIAL
         return n.OUTCOME_SENT
-
-    @property
-    def opened(self) -> bool:
-        return self._opened or self._open_attempts > 0
-
-    @property
-    def transfer(self) -> str:
-        return self._transfer
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._bytes
-
-    @property
-    def jobs(self) -> int:
-        return self._jobs
-
-    @property
-    def wait_s(self) -> float:
-        return self._wait_ns / 1e9
-
-    @property
-    def serves_a_file(self) -> bool:
-        """False for a redirect (it serves no file), else True."""
-        status = self._status
-        return self._outcome != n.OUTCOME_REDIRECT and not (
-            status is not None and 300 <= status < 400 and status != 304
-        )
-
-    @property
-    def file_path(self) -> str | None:
-        """The served file's path as a string (None when no file is served)."""
-        path = self._file_path
-        if path is None or not self.serves_a_file:
-            return None
-        return os.fsdecode(path) if isinstance(path, bytes) else str(path)
-
-    @property
-    def file_size(self) -> int | None:
-        return self._file_size if self.serves_a_file else None
-
-    @property
-    def content_encoding(self) -> str | None:
-        return self._content_encoding
-
-    @property
-    def precondition_result(self) -> str:
-        return self._precondition_result or n.PRECONDITION_NONE
-
-    @property
-    def precondition_header(self) -> str | None:
-        return self._precondition_header
-
-    def phases(self) -> Iterator[tuple[str, int, int]]:
-        """Each phase that happened, as ``(phase, start_ns, end_ns)``, in start order,
-        clipped to the response's end."""
-        end = self.end_ns
-        for phase, (start, stop) in sorted(self._phases.items(), key=lambda item: item[1][0]):
-            yield phase, min(start, end), min(stop, end)
-
-    def phase_durations(self) -> Mapping[str, float]:
-        """Seconds per phase (detailed records), and the total wait."""
-        durations = {phase: (stop - start) / 1e9 for phase, start, stop in self.phases()}
-        durations[n.PHASE_THREADPOOL_WAIT] = self.wait_s
-        return durations
-
-    @property
-    def wait_spans(self) -> list[tuple[str, int, int]]:
-        """``(job kind, submitted_ns, started_ns)`` of the stat/lookup/open jobs."""
-        return self._wait_spans
-
-    @property
-    def reads(self) -> tuple[int, float, float]:
-        """Body reads in the pool: count, summed wait and longest wait (s)."""
-        return self._read_count, self._read_wait_ns / 1e9, self._read_wait_max_ns / 1e9
 
 
 def _outcome_of_exception(status: int) -> str | None:
@@ -916,8 +934,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event == "open":
         scope = _CURRENT.get()
         if scope is not None:
-            with _GUARD_OPEN_SEEN:
-                scope.record.open_seen(args[0])
+            scope.record.open_seen(args[0])
 
 
 _AUDITING: list[bool] = []
@@ -954,10 +971,11 @@ async def serve_as_current(
     finally:
         _CURRENT.reset(token)
         if before_end is not None:
-            with _GUARD_BEFORE_END:
+            try:
                 before_end(record, error)
-        with _GUARD_END:
-            record.end(error)
+            except Exception:
+                failed("record.before_end")
+        record.end(error)
         # Break the frame -> exception -> traceback -> frame cycle: it would keep
         # the framework's frames (and the open file in them) alive until a GC.
         error = None

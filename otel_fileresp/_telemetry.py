@@ -4,8 +4,9 @@
 
 :class:`Telemetry` makes a :class:`~otel_fileresp._record.ResponseRecord` for
 each file response (or none, when nothing could record it) and, when the
-record ends, hands it to :mod:`otel_fileresp._emit` and to the response
-listeners (:func:`add_response_listener`, the pytest plugin's way in).
+record ends, hands its :class:`~otel_fileresp._finished.FinishedResponse` to
+:mod:`otel_fileresp._emit` and to the consumers (:func:`add_consumer`, the
+test recorder's way in).
 
 How much a record collects is decided here, once per response:
 
@@ -34,7 +35,6 @@ nothing (a gunicorn master) reports no such series.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -47,9 +47,10 @@ from opentelemetry.trace import NoOpTracer, ProxyTracer, TracerProvider
 
 from otel_fileresp import _emit
 from otel_fileresp import _names as n
+from otel_fileresp._finished import FinishedResponse, ResponseConsumer
 from otel_fileresp._instruments import Instruments, instruments_for
-from otel_fileresp._log import contained
-from otel_fileresp._record import ResponseRecord, State
+from otel_fileresp._log import failed
+from otel_fileresp._record import ResponseRecord
 from otel_fileresp.settings import Settings
 from otel_fileresp.version import __version__
 
@@ -61,41 +62,23 @@ except ImportError:  # pragma: no cover - a future API without it
         """Stands in for the API's proxy meter: no meter is one."""
 
 
-# Our own failures in these hooks: caught, logged once per key (see _log).
-_GUARD_EMIT_METRICS: Final = contained(
-    "emit.metrics", "failed to record the metrics of a file response"
-)
-_GUARD_EMIT_SPANS: Final = contained("emit.spans", "failed to emit the spans of a file response")
-_GUARD_LISTENER_ENDED: Final = contained("listener.ended", "a response listener failed")
-_GUARD_LISTENER_STARTED: Final = contained("listener.started", "a response listener failed")
+_CONSUMERS: list[ResponseConsumer] = []
 
 
-class ResponseListener(Protocol):
-    """Told of every file response of every instrumentor (see :func:`add_response_listener`)."""
+def add_consumer(consumer: ResponseConsumer) -> Callable[[], None]:
+    """Tell ``consumer`` of every file response of every instrumentor from now
+    on (the test recorder counts the responses in flight with it); returns
+    the remover.
 
-    def response_started(self, record: ResponseRecord) -> None:
-        """A file response started (in the thread serving it)."""
-
-    def response_ended(self, record: ResponseRecord) -> None:
-        """It ended (after its telemetry was emitted) or was discarded
-        (``record.state is State.DISCARDED``: not a file response after all)."""
-
-
-_LISTENERS: list[ResponseListener] = []
-
-
-def add_response_listener(listener: ResponseListener) -> Callable[[], None]:
-    """Tell ``listener`` of every file response from now on; returns the remover.
-
-    Listeners run in the thread that serves the response (the event loop, or a
-    worker thread for a job that ends a response); their failures are logged
-    once and never reach the request.
+    Consumers run in the thread that serves the response (the event loop, or
+    a worker thread for a job that ends a response), after the telemetry was
+    emitted; their failures are logged once and never reach the request.
     """
-    _LISTENERS.append(listener)
+    _CONSUMERS.append(consumer)
 
     def remove() -> None:
-        if listener in _LISTENERS:
-            _LISTENERS.remove(listener)
+        if consumer in _CONSUMERS:
+            _CONSUMERS.remove(consumer)
 
     return remove
 
@@ -241,26 +224,34 @@ class Telemetry:
             record.begin(head=head)
         return record
 
-    # -- the record's sink ----------------------------------------------------------
+    # -- the records' consumer -------------------------------------------------------
 
-    def response_started(self, record: ResponseRecord) -> None:
-        for listener in _LISTENERS:
-            with _GUARD_LISTENER_STARTED:
-                listener.response_started(record)
+    def response_started(self, key: int, framework: str) -> None:
+        for consumer in _CONSUMERS:
+            try:
+                consumer.response_started(key, framework)
+            except Exception:
+                failed("consumer.started")
 
-    def response_ended(self, record: ResponseRecord) -> None:
-        if record.state is State.ENDED:
+    def response_ended(self, key: int, finished: FinishedResponse | None) -> None:
+        if finished is not None:
             span_context = None
-            with _GUARD_EMIT_SPANS:
-                if record.spans:
-                    span_context = _emit.spans(self.tracer, self.settings, record)
+            if finished.spans:
+                try:
+                    span_context = _emit.spans(self.tracer, self.settings, finished)
+                except Exception:
+                    failed("emit.spans")
             instruments = self.instruments
             if instruments is not None:
-                with _GUARD_EMIT_METRICS:
-                    _emit.metrics(instruments, self.settings, record, span_context)
-        for listener in _LISTENERS:
-            with _GUARD_LISTENER_ENDED:
-                listener.response_ended(record)
+                try:
+                    _emit.metrics(instruments, self.settings, finished, span_context)
+                except Exception:
+                    failed("emit.metrics")
+        for consumer in _CONSUMERS:
+            try:
+                consumer.response_ended(key, finished)
+            except Exception:
+                failed("consumer.ended")
 
     def note_anyio_limiter(self) -> None:
         if self.instruments is not None:

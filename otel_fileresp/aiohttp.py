@@ -112,7 +112,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
-from otel_fileresp._log import contained
+from otel_fileresp._log import failed
 from otel_fileresp._patching import Patch
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 from otel_fileresp._telemetry import Telemetry
@@ -129,30 +129,6 @@ _MAKE_RESPONSE_RESULTS: Final = {
     "NOT_MODIFIED": n.PRECONDITION_NOT_MODIFIED,
     "PRE_CONDITION_FAILED": n.PRECONDITION_FAILED,
 }
-
-
-# Our own failures in these hooks: caught, logged once per key (see _log).
-_GUARD_AIOHTTP_DECISION: Final = contained(
-    "aiohttp.decision", "failed to record a precondition decision"
-)
-_GUARD_AIOHTTP_INIT: Final = contained(
-    "aiohttp.init", "failed to note the trace context of a FileResponse"
-)
-_GUARD_AIOHTTP_LOOKUP: Final = contained(
-    "aiohttp.lookup", "failed to wrap a static route's lookup job"
-)
-_GUARD_AIOHTTP_LOOKUP_WATCH: Final = contained(
-    "aiohttp.lookup.watch", "failed to watch a static route's lookup job"
-)
-_GUARD_AIOHTTP_MAKE_RESPONSE: Final = contained(
-    "aiohttp.make_response", "failed to read a make_response result"
-)
-_GUARD_AIOHTTP_OPEN: Final = contained("aiohttp.open", "failed to record an open")
-_GUARD_AIOHTTP_START: Final = contained(
-    "aiohttp.start", "failed to start recording a file response"
-)
-_GUARD_AIOHTTP_STAT: Final = contained("aiohttp.stat", "failed to read a stat result")
-_GUARD_AIOHTTP_SUBMIT: Final = contained("aiohttp.submit", "failed to wrap an executor job")
 
 
 def _header_that_decided(headers: Any, result: str | None) -> str | None:
@@ -248,23 +224,29 @@ class _AiohttpHooks(Hooks):
             if telemetry is None or len(args) != 2 or not isinstance(args[1], pathlib.PurePath):
                 return wrapped(*args, **kwargs)
             lookup: tuple[Callable[..., Any], ResponseRecord | None] | None = None
-            with _GUARD_AIOHTTP_LOOKUP:
+            try:
                 lookup = self._lookup_job(telemetry, args[0], args[1])
+            except Exception:
+                failed("aiohttp.lookup")
             if lookup is None:
                 return wrapped(*args, **kwargs)
             lookup_job, lookup_record = lookup
             future = wrapped(lookup_job, *args[1:], **kwargs)
             if lookup_record is not None:
-                with _GUARD_AIOHTTP_LOOKUP_WATCH:
+                try:
                     future.add_done_callback(lookup_record.job_cancelled)
+                except Exception:
+                    failed("aiohttp.lookup.watch")
             return future
         job: Callable[..., Any] | None = None
         record = scope.record
         if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
-            with _GUARD_AIOHTTP_SUBMIT:
+            try:
                 if record.state is State.SERVING:
                     _decide_on_loop(record, None)  # up to 3.11.9: the open job follows the checks
                 job = record.wrap_job(args[0])
+            except Exception:
+                failed("aiohttp.submit")
         # The framework's own submit is called exactly once, outside our
         # error handling: its exceptions are the framework's.
         if job is None:
@@ -314,7 +296,7 @@ class _AiohttpHooks(Hooks):
         telemetry = self.telemetry
         if telemetry is None:
             return
-        with _GUARD_AIOHTTP_INIT:
+        try:
             if telemetry.inert():
                 return  # nothing records (prepare() asks again)
             scope = current_scope()
@@ -331,6 +313,8 @@ class _AiohttpHooks(Hooks):
             else:
                 holder = telemetry.new_record()
             setattr(instance, _HOLDER, holder)
+        except Exception:
+            failed("aiohttp.init")
 
     # ``prepare`` is wrapped by a plain function returning the
     # awaitable: aiohttp's own coroutine when nothing records (no extra frame
@@ -367,7 +351,7 @@ class _AiohttpHooks(Hooks):
         if telemetry is None or current_scope() is not None or telemetry.inert():
             return None
         self.verify_patches()
-        with _GUARD_AIOHTTP_START:
+        try:
             holder = vars(response).pop(_HOLDER, None)
             if holder is _SUPPRESSED:
                 return None
@@ -383,6 +367,8 @@ class _AiohttpHooks(Hooks):
             record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
             telemetry.note_asyncio_executor()
             return record
+        except Exception:
+            failed("aiohttp.start")
         return None
 
     def stat(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -398,13 +384,15 @@ class _AiohttpHooks(Hooks):
             record.stat(started, perf_counter_ns())
             raise
         ended = perf_counter_ns()
-        with _GUARD_AIOHTTP_STAT:
+        try:
             path, stat_result, encoding = result
             if isinstance(encoding, bool):  # 3.9: "is it the .gz file"
                 encoding = "gzip" if encoding else None
             record.stat(
                 started, ended, path or None, stat_result.st_size, encoding or n.ENCODING_IDENTITY
             )
+        except Exception:
+            failed("aiohttp.stat")
         return result
 
     def make_response(
@@ -420,34 +408,33 @@ class _AiohttpHooks(Hooks):
             result = wrapped(*args, **kwargs)
         except BaseException:
             # Raised: the checks ran only if the served file was opened (its open failed later).
-            with _GUARD_AIOHTTP_MAKE_RESPONSE:
-                record.combined_job_done(perf_counter_ns(), None, None, record.open_tried)
+            record.combined_job_done(perf_counter_ns(), None, None, record.open_tried)
             raise
         ended = perf_counter_ns()
-        with _GUARD_AIOHTTP_MAKE_RESPONSE:
+        try:
             name = result[0].name
             decided = _MAKE_RESPONSE_RESULTS.get(name)
             request = args[0] if args else kwargs["request"]
             header = _header_that_decided(request.headers, decided)
             record.combined_job_done(ended, decided, header, name != "NOT_ACCEPTABLE")
+        except Exception:
+            failed("aiohttp.make_response")
         return result
 
     def path_open(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         scope = current_scope()
         if scope is None or scope.record.framework != n.FRAMEWORK_AIOHTTP:
             return wrapped(*args, **kwargs)
+        record = scope.record
         started = perf_counter_ns()
         try:
             file_object = wrapped(*args, **kwargs)
         except BaseException:
-            with _GUARD_AIOHTTP_OPEN:
-                if scope.record.open_failed(instance, started):
-                    scope.record.job_is(scope.job, n.JOB_OPEN)
+            if record.open_failed(instance, started):
+                record.job_is(scope.job, n.JOB_OPEN)
             raise
-        ended = perf_counter_ns()
-        with _GUARD_AIOHTTP_OPEN:
-            if scope.record.file_opened(instance, started, ended):
-                scope.record.job_is(scope.job, n.JOB_OPEN)
+        if record.file_opened(instance, started, perf_counter_ns()):
+            record.job_is(scope.job, n.JOB_OPEN)
         return file_object
 
     def send(
@@ -477,8 +464,10 @@ class _AiohttpHooks(Hooks):
     def _decided(result: str, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         scope = current_scope()
         if scope is not None:
-            with _GUARD_AIOHTTP_DECISION:
+            try:
                 _decide_on_loop(scope.record, result)
+            except Exception:
+                failed("aiohttp.decision")
         return wrapped(*args, **kwargs)
 
 

@@ -86,7 +86,7 @@ from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
-from otel_fileresp._log import contained
+from otel_fileresp._log import contained, failed
 from otel_fileresp._patching import Patch
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 
@@ -102,19 +102,6 @@ _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "see
 
 # Our own failures in these hooks: caught, logged once per key (see _log).
 _GUARD_STARLETTE_SEND: Final = contained("starlette.send", "failed to note a message sent")
-_GUARD_STARLETTE_FILE_RESPONSE: Final = contained(
-    "starlette.file_response", "failed to note the served file"
-)
-_GUARD_STARLETTE_IS_NOT_MODIFIED: Final = contained(
-    "starlette.is_not_modified", "failed to record a precondition check"
-)
-_GUARD_STARLETTE_RUN_SYNC: Final = contained(
-    "starlette.run_sync", "failed to wrap a worker-thread job"
-)
-_GUARD_STARLETTE_LOOKUP: Final = contained("starlette.lookup", "failed to note the file found")
-_GUARD_STARLETTE_START: Final = contained(
-    "starlette.start", "failed to start recording a file response"
-)
 
 
 def _asgi_arguments(scope: Scope, receive: Any, send: Send) -> tuple[Scope, Any, Send]:
@@ -260,8 +247,10 @@ class _StarletteHooks(Hooks):
         if scope is None or not args:
             return wrapped(*args, **kwargs)
         job = None
-        with _GUARD_STARLETTE_RUN_SYNC:
+        try:
             job = _submit(scope.record, args)
+        except Exception:
+            failed("starlette.run_sync")
         if job is None:
             return wrapped(*args, **kwargs)
         return wrapped(job, *args[1:], **kwargs)
@@ -285,8 +274,10 @@ class _StarletteHooks(Hooks):
         outer = current_scope()
         if outer is not None and outer.record.state < State.COMPLETE:
             # Served by StaticFiles, whose record (and send observer) covers it.
-            with _GUARD_STARLETTE_FILE_RESPONSE:
+            try:
                 outer.record.serves(instance.path, _size_of(instance))
+            except Exception:
+                failed("starlette.file_response")
             return wrapped(*args, **kwargs)
         record = self._start(args, kwargs, instance)
         if record is None:
@@ -299,7 +290,7 @@ class _StarletteHooks(Hooks):
         if telemetry is None or telemetry.inert():
             return None
         self.verify_patches()
-        with _GUARD_STARLETTE_START:
+        try:
             scope = _asgi_arguments(*args, **kwargs)[0]
             kind = scope.get("type")
             # A FileResponse may also refuse a websocket with a file (the ASGI
@@ -317,26 +308,14 @@ class _StarletteHooks(Hooks):
             else:
                 record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
             return record
-        return None
+        except Exception:
+            failed("starlette.start")
+            return None
 
     def is_not_modified(
         self, wrapped: Callable[..., bool], instance: Any, args: Any, kwargs: Any
     ) -> bool:
-        scope = current_scope()
-        if scope is None or not scope.record.detailed:
-            return wrapped(*args, **kwargs)
-        started = perf_counter_ns()
-        not_modified = wrapped(*args, **kwargs)
-        ended = perf_counter_ns()
-        with _GUARD_STARLETTE_IS_NOT_MODIFIED:
-            response_headers, request_headers = _headers_of(*args, **kwargs)
-            header = _header_that_decided(wrapped, response_headers, request_headers, not_modified)
-            if not_modified:
-                result = n.PRECONDITION_NOT_MODIFIED
-            else:
-                result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-            scope.record.precondition(started, ended, result, header)
-        return not_modified
+        return _timed_check(wrapped, args, kwargs, _not_modified_decision)
 
     def async_lookup_path(
         self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
@@ -351,14 +330,46 @@ class _StarletteHooks(Hooks):
     def should_use_range(
         self, wrapped: Callable[..., bool], instance: Any, args: Any, kwargs: Any
     ) -> bool:
-        scope = current_scope()
-        if scope is None or not scope.record.detailed:
-            return wrapped(*args, **kwargs)
-        started = perf_counter_ns()
-        use_range = wrapped(*args, **kwargs)
-        result = n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED
-        scope.record.precondition(started, perf_counter_ns(), result, n.HEADER_IF_RANGE)
-        return use_range
+        return _timed_check(wrapped, args, kwargs, _range_decision)
+
+
+Decision = Callable[[Callable[..., bool], Any, Any, bool], tuple[str, "str | None"]]
+
+
+def _timed_check(wrapped: Callable[..., bool], args: Any, kwargs: Any, decide: Decision) -> bool:
+    """One of Starlette's precondition checks, timed: ``decide`` reads its
+    answer as the precondition's result and the header that decided it."""
+    scope = current_scope()
+    if scope is None or not scope.record.detailed:
+        return wrapped(*args, **kwargs)
+    started = perf_counter_ns()
+    answer = wrapped(*args, **kwargs)
+    ended = perf_counter_ns()
+    try:
+        result, header = decide(wrapped, args, kwargs, answer)
+    except Exception:
+        failed("starlette.precondition")
+    else:
+        scope.record.precondition(started, ended, result, header)
+    return answer
+
+
+def _not_modified_decision(
+    is_not_modified: Callable[..., bool], args: Any, kwargs: Any, not_modified: bool
+) -> tuple[str, str | None]:
+    """``StaticFiles.is_not_modified``: 304, or passed on the header that decided."""
+    response_headers, request_headers = _headers_of(*args, **kwargs)
+    header = _header_that_decided(is_not_modified, response_headers, request_headers, not_modified)
+    if not_modified:
+        return n.PRECONDITION_NOT_MODIFIED, header
+    return (n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS), header
+
+
+def _range_decision(
+    should_use_range: Callable[..., bool], args: Any, kwargs: Any, use_range: bool
+) -> tuple[str, str | None]:
+    """``FileResponse._should_use_range``: If-Range matched, or the range is ignored."""
+    return (n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED), n.HEADER_IF_RANGE
 
 
 async def _looked_up(record: ResponseRecord, lookup: Awaitable[Any]) -> Any:
@@ -367,8 +378,10 @@ async def _looked_up(record: ResponseRecord, lookup: Awaitable[Any]) -> Any:
         result = await lookup
     finally:
         _IN_ASYNC_LOOKUP.reset(token)
-    with _GUARD_STARLETTE_LOOKUP:
+    try:
         _note_lookup(record, result)
+    except Exception:
+        failed("starlette.lookup")
     return result
 
 

@@ -31,7 +31,7 @@ What :func:`recording` does:
 A file response's spans are emitted when the response finishes on the server,
 which can be a moment after the client got the last byte (a real server in a
 thread, aiohttp's test server). The recorder follows the responses that have
-started and not finished (through :func:`otel_fileresp.add_response_listener`):
+started and not finished:
 
 - :meth:`FileResponseRecorder.wait_for` waits (bounded) until a number of
   responses are recorded, and every assertion helper first waits (bounded)
@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -73,8 +72,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, format_trace_id
 
 from otel_fileresp import _names as n
-from otel_fileresp._record import ResponseRecord
-from otel_fileresp._telemetry import add_response_listener
+from otel_fileresp._finished import FinishedResponse
+from otel_fileresp._telemetry import add_consumer
 from otel_fileresp.settings import Settings
 
 if TYPE_CHECKING:
@@ -156,44 +155,41 @@ class RecordedResponse:
 
 
 class _InFlight:
-    """A response listener: the file responses started and not ended yet."""
+    """A response consumer: the file responses started and not ended yet."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._records: dict[int, ResponseRecord] = {}
+        # key -> (framework, when it started on time.monotonic()'s clock)
+        self._started: dict[int, tuple[str, float]] = {}
 
-    def response_started(self, record: ResponseRecord) -> None:
+    def response_started(self, key: int, framework: str) -> None:
         with self._changed:
-            self._records[id(record)] = record
+            self._started[key] = (framework, time.monotonic())
 
-    def response_ended(self, record: ResponseRecord) -> None:
+    def response_ended(self, key: int, finished: FinishedResponse | None) -> None:
         with self._changed:
-            if self._records.pop(id(record), None) is not None:
+            if self._started.pop(key, None) is not None:
                 self._changed.notify_all()
 
     def count(self) -> int:
-        return len(self._records)
+        return len(self._started)
 
     def describe(self) -> str:
         with self._changed:
-            records = list(self._records.values())
+            started = list(self._started.values())
+        now = time.monotonic()
         return "".join(
-            f"\n  (in flight) framework={record.framework}  file={_base_name(record.file_path)}"
-            f"  state={record.state.name.lower()}"
-            for record in records
+            f"\n  (in flight) framework={framework}  for {now - since:.3f} s"
+            for framework, since in started
         )
 
     def wait_idle(self, deadline: float) -> None:
         with self._changed:
-            while self._records:
+            while self._started:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
                 self._changed.wait(remaining)
-
-
-def _base_name(path: str | None) -> str:
-    return "?" if not path else os.path.basename(path)
 
 
 def _on_event_loop() -> bool:
@@ -556,7 +552,7 @@ def recording(
         "phase_spans": resolved.phase_spans,
         "phase_metrics": resolved.phase_metrics,
     }
-    remove_listener = add_response_listener(recorder._in_flight)
+    remove_consumer = add_consumer(recorder._in_flight)
     try:
         with ExitStack() as stack:
             for framework, module_name, class_name in _FRAMEWORKS:
@@ -567,6 +563,6 @@ def recording(
                 stack.enter_context(_recording_into(recorder, instrumentor, framework, settings))
             yield recorder
     finally:
-        remove_listener()
+        remove_consumer()
         tracer_provider.shutdown()
         meter_provider.shutdown()

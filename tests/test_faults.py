@@ -224,7 +224,7 @@ def test_raising_span_processor(
 ) -> None:
     telemetry = CustomTelemetry(span_processors=(ExplodingProcessor(),))
     assert_same_as_reference(framework, root, telemetry)
-    assert_logged_once_each(our_logs(), "failed to emit the spans")
+    assert_logged_once_each(our_logs(), "in emit.spans")
     # The metrics do not depend on the spans.
     assert duration_count(telemetry) == file_responses_per_pass(framework)
     telemetry.shutdown()
@@ -348,9 +348,9 @@ def test_raising_metric_pipeline_keeps_the_spans(
     telemetry = CustomTelemetry(exemplar_filter=RaisingExemplarFilter())
     assert_same_as_reference(framework, root, telemetry)
     # aiohttp 3.11.10+ may also record a deferred close job's wait late.
-    expected = ["failed to record the metrics"]
-    if [m for m in our_logs() if "worker-pool job" in m]:
-        expected.append("failed to record a worker-pool job")
+    expected = ["in emit.metrics"]
+    if [m for m in our_logs() if "in record.job" in m]:
+        expected.append("in record.job")
     assert_logged_once_each(our_logs(), *expected)
     assert len(responses(telemetry)) == file_responses_per_pass(framework)
     telemetry.shutdown()

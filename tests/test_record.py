@@ -1,7 +1,7 @@
 """The response record's rules, one by one, without a server (fast).
 
 The record is driven through its verbs as the framework modules drive it;
-what it reports is read through the properties emission reads. The sink is
+what it reports is read from its facts (the value it freezes at its end). The sink is
 the smallest real one: it keeps the records that started and ended.
 """
 
@@ -15,19 +15,25 @@ import pytest
 from opentelemetry import context as context_api
 
 from otel_fileresp import _names as n
+from otel_fileresp._finished import FinishedResponse
 from otel_fileresp._record import ResponseRecord, State, current_record, serve_as_current
 
 
 class Sink:
+    """A response consumer: the keys of the responses started and ended, and
+    what each end handed over (None for a discarded record)."""
+
     def __init__(self) -> None:
-        self.started: list[ResponseRecord] = []
-        self.ended: list[ResponseRecord] = []
+        self.started: list[int] = []
+        self.ended: list[int] = []
+        self.finished: list[FinishedResponse | None] = []
 
-    def response_started(self, record: ResponseRecord) -> None:
-        self.started.append(record)
+    def response_started(self, key: int, framework: str) -> None:
+        self.started.append(key)
 
-    def response_ended(self, record: ResponseRecord) -> None:
-        self.ended.append(record)
+    def response_ended(self, key: int, finished: FinishedResponse | None) -> None:
+        self.ended.append(key)
+        self.finished.append(finished)
 
 
 def new(detailed: bool = True, head: bool = False) -> tuple[ResponseRecord, Sink]:
@@ -51,15 +57,15 @@ def test_only_the_served_file_is_opened() -> None:
     record, _ = new()
     record.looked_up("/srv/app.js", 16)
     run_job(record, n.JOB_OPEN, opens="/srv/manifest.json")(object())
-    assert not record.opened
+    assert not record.facts().opened
     run_job(record, n.JOB_OPEN, opens="/srv/app.js")(object())
-    assert record.opened
+    assert record.facts().opened
 
 
 def test_a_file_opened_in_the_context_before_anything_is_served_is_not_the_open() -> None:
     record, _ = new()
     assert not record.file_opened("/srv/manifest.json", 5, 6)
-    assert not record.opened
+    assert not record.facts().opened
 
 
 def test_reads_of_another_file_object_are_not_body_reads() -> None:
@@ -68,10 +74,10 @@ def test_reads_of_another_file_object_are_not_body_reads() -> None:
     served, other = object(), object()
     run_job(record, n.JOB_OPEN, opens="/srv/app.js")(served)
     run_job(record, n.JOB_READ, reads=other)()
-    assert record.reads[0] == 0
+    assert record.facts().read_count == 0
     run_job(record, n.JOB_READ, reads=served)()
-    assert record.reads[0] == 1
-    assert record.transfer == n.TRANSFER_READ
+    assert record.facts().read_count == 1
+    assert record.facts().transfer == n.TRANSFER_READ
 
 
 def test_the_variant_the_stat_chose_is_served_but_the_name_stays() -> None:
@@ -79,8 +85,8 @@ def test_the_variant_the_stat_chose_is_served_but_the_name_stays() -> None:
     record.serves("/srv/page.html")
     record.stat(10, 20, "/srv/page.html.br", 7, "br")
     assert record.file_opened("/srv/page.html.br", 30, 31)
-    assert record.file_path == "/srv/page.html"
-    assert (record.file_size, record.content_encoding) == (7, "br")
+    assert record.facts().file_path == "/srv/page.html"
+    assert (record.facts().file_size, record.facts().content_encoding) == (7, "br")
 
 
 # -- complete or not ---------------------------------------------------------------
@@ -105,8 +111,8 @@ def test_complete_responses_are_never_errors(
     record.head_sent(status, 2_000, content_length)
     record.body_chunk(sent, 3_000)
     record.end()  # the framework returned without the final body message
-    assert record.error_type == error
-    assert (record.outcome == n.OUTCOME_ERROR) == (error is not None)
+    assert record.facts().error_type == error
+    assert (record.facts().outcome == n.OUTCOME_ERROR) == (error is not None)
 
 
 def test_an_exception_after_a_complete_body_is_not_an_error() -> None:
@@ -114,14 +120,14 @@ def test_an_exception_after_a_complete_body_is_not_an_error() -> None:
     record.head_sent(200, 2_000, 10)
     record.body_chunk(10, 3_000)
     record.end(ConnectionResetError())
-    assert record.error_type is None
-    assert record.end_ns == 3_000  # the last byte, not the exception
+    assert record.facts().error_type is None
+    assert record.facts().end_ns == 3_000  # the last byte, not the exception
 
 
 def test_nothing_sent_and_no_exception_is_incomplete() -> None:
     record, _ = new()
     record.end()
-    assert record.error_type == n.ERROR_INCOMPLETE_BODY
+    assert record.facts().error_type == n.ERROR_INCOMPLETE_BODY
     assert record.status is None
 
 
@@ -147,17 +153,17 @@ def test_raised_http_exceptions_set_the_outcome_not_the_status(status: int, outc
     record, _ = new()
     record.end(HTTPError(status))
     assert record.status is None
-    assert record.outcome == outcome
-    assert record.error_type is None
+    assert record.facts().outcome == outcome
+    assert record.facts().error_type is None
 
 
 def test_other_exceptions_are_errors_with_their_type() -> None:
     record, _ = new()
     record.end(HTTPError(500))
-    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "HTTPError")
+    assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "HTTPError")
     record, _ = new()
     record.end(FileNotFoundError())
-    assert record.error_type == "FileNotFoundError"
+    assert record.facts().error_type == "FileNotFoundError"
 
 
 @pytest.mark.parametrize(
@@ -179,7 +185,7 @@ def test_outcome_of_the_status_sent(status: int, head: bool, outcome: str) -> No
     record.head_sent(status, 2_000, 0)
     record.body_done(3_000)
     record.end()
-    assert record.outcome == outcome
+    assert record.facts().outcome == outcome
 
 
 def test_a_redirect_names_no_file() -> None:
@@ -188,7 +194,7 @@ def test_a_redirect_names_no_file() -> None:
     record.head_sent(307, 2_000, 0)
     record.body_done(2_500)
     record.end()
-    assert (record.file_path, record.file_size) == (None, None)
+    assert (record.facts().file_path, record.facts().file_size) == (None, None)
 
 
 # -- jobs and totals ----------------------------------------------------------------------
@@ -208,8 +214,8 @@ def test_a_wait_counts_only_up_to_the_end() -> None:
     record.head_sent(200, perf_now(), None)
     record.body_done(perf_now())  # the response ends while the job is queued
     job()
-    assert record.jobs == 1
-    assert record.wait_s <= record.duration_s
+    assert record.facts().jobs == 1
+    assert record.facts().wait_s <= record.facts().duration_s
 
 
 def perf_now() -> int:
@@ -231,8 +237,8 @@ def test_the_end_is_the_last_byte_owed_not_a_later_empty_message() -> None:
     job()
     record.body_done(perf_now())  # the final, empty, message
     record.end()
-    assert record.end_ns == last_byte
-    assert record.jobs == 0 and record.wait_s == 0
+    assert record.facts().end_ns == last_byte
+    assert record.facts().jobs == 0 and record.facts().wait_s == 0
 
 
 def test_an_open_of_the_served_file_seen_by_the_audit_hook_sets_opened() -> None:
@@ -240,18 +246,18 @@ def test_an_open_of_the_served_file_seen_by_the_audit_hook_sets_opened() -> None
     record.begin()
     record.serves("/srv/static/app.js")
     record.open_seen("/srv/static/other.js")
-    assert not record.opened
+    assert not record.facts().opened
     record.open_seen("/srv/static/./app.js")  # the same file, spelled otherwise
-    assert record.opened
+    assert record.facts().opened
 
 
 def test_an_open_seen_before_the_served_file_is_known_counts_once_it_is() -> None:
     record, _ = new()
     record.begin()
     record.open_seen("/srv/static/app.js")
-    assert not record.opened
+    assert not record.facts().opened
     record.looked_up("/srv/static/app.js", 5)
-    assert record.opened
+    assert record.facts().opened
 
 
 def test_a_failed_open_of_the_served_file_is_not_opened() -> None:
@@ -260,7 +266,7 @@ def test_a_failed_open_of_the_served_file_is_not_opened() -> None:
     record.serves("/srv/static/app.js")
     record.open_seen("/srv/static/app.js")  # the audit event comes first
     record.open_failed("/srv/static/app.js", perf_now())  # then it raised
-    assert not record.opened
+    assert not record.facts().opened
 
 
 def test_opens_after_the_response_completed_are_not_its_own() -> None:
@@ -270,14 +276,14 @@ def test_opens_after_the_response_completed_are_not_its_own() -> None:
     record.head_sent(304, perf_now(), None)
     record.body_done(perf_now())
     record.open_seen("/srv/static/app.js")
-    assert not record.opened
+    assert not record.facts().opened
 
 
 def test_a_job_of_unknown_kind_while_sending_is_a_read() -> None:
     record, _ = new()
     record.send_started(2_000)
     run_job(record, None)()
-    assert record.reads[0] == 1
+    assert record.facts().read_count == 1
 
 
 def test_a_worker_side_hook_says_what_the_job_is() -> None:
@@ -295,7 +301,7 @@ def test_a_worker_side_hook_says_what_the_job_is() -> None:
     job = record.wrap_job(make_response)
     assert job is not None
     job()
-    assert [kind for kind, _, _ in record.wait_spans] == [n.JOB_MAKE_RESPONSE]
+    assert [kind for kind, _, _ in record.facts().wait_spans] == [n.JOB_MAKE_RESPONSE]
 
 
 def test_a_job_cancelled_while_queued_ends_its_response() -> None:
@@ -305,8 +311,8 @@ def test_a_job_cancelled_while_queued_ends_its_response() -> None:
     future.add_done_callback(record.job_cancelled)
     assert future.cancel()
     assert record.state is State.ENDED
-    assert sink.started == sink.ended == [record]
-    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "CancelledError")
+    assert sink.started == sink.ended == [id(record)]
+    assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "CancelledError")
 
 
 def test_a_job_that_ran_does_not_end_the_response() -> None:
@@ -325,8 +331,31 @@ def test_a_record_ends_once() -> None:
     record, sink = new()
     record.end()
     record.end(RuntimeError())
-    assert sink.ended == [record]
-    assert record.error_type == n.ERROR_INCOMPLETE_BODY
+    assert sink.ended == [id(record)]
+    assert record.facts().error_type == n.ERROR_INCOMPLETE_BODY
+
+
+def test_its_end_hands_over_one_frozen_value() -> None:
+    record, sink = new()
+    record.serves("/srv/app.js", 16)
+    record.head_sent(200, 2_000, 16)
+    record.body_chunk(16, 3_000)
+    record.body_done(3_000)
+    record.end()
+    (finished,) = sink.finished
+    assert finished is not None
+    assert (finished.status, finished.outcome, finished.bytes_sent) == (200, n.OUTCOME_SENT, 16)
+    assert (finished.started_ns, finished.end_ns) == (1_000, 3_000)
+    with pytest.raises(AttributeError):
+        finished.status = 500  # type: ignore[misc]
+    record.body_chunk(99, 4_000)  # a late verb changes nothing handed over
+    assert finished.bytes_sent == 16
+
+
+def test_a_discarded_record_ends_with_nothing_to_emit() -> None:
+    record, sink = new()
+    record.discard()
+    assert sink.ended == [id(record)] and sink.finished == [None]
 
 
 def test_a_record_never_begun_tells_nobody() -> None:
@@ -340,7 +369,7 @@ def test_a_record_never_begun_tells_nobody() -> None:
 def test_a_discarded_record_is_told_as_discarded() -> None:
     record, sink = new()
     record.discard()
-    assert sink.ended == [record]
+    assert sink.ended == [id(record)]
     assert record.state is State.DISCARDED
 
 
@@ -357,10 +386,10 @@ def test_lean_records_keep_only_what_the_default_telemetry_needs() -> None:
     record.body_chunk(16, 3_000)
     record.body_done(3_000)
     record.end()
-    assert record.opened and record.jobs == 1
-    assert list(record.phases()) == []
-    assert record.file_path is None and record.wait_spans == []
-    assert record.outcome == n.OUTCOME_SENT
+    assert record.facts().opened and record.facts().jobs == 1
+    assert list(record.facts().phases) == []
+    assert record.facts().file_path is None and record.facts().wait_spans == ()
+    assert record.facts().outcome == n.OUTCOME_SENT
 
 
 def test_the_combined_job_splits_into_stat_checks_and_open() -> None:
@@ -369,11 +398,11 @@ def test_the_combined_job_splits_into_stat_checks_and_open() -> None:
     record.stat(10, 20, "/srv/app.js", 16, None)
     assert record.file_opened("/srv/app.js", 25, 26)
     record.combined_job_done(30, None, "if-none-match", checked=True)
-    phases = {phase: (start, end) for phase, start, end in record.phases()}
+    phases = {phase: (start, end) for phase, start, end in record.facts().phases}
     assert phases[n.PHASE_STAT] == (10, 20)
     assert phases[n.PHASE_PRECONDITION] == (20, 25)
     assert phases[n.PHASE_OPEN] == (25, 30)  # the fstat after the open included
-    assert record.precondition_result == n.PRECONDITION_PASS
+    assert record.facts().precondition_result == n.PRECONDITION_PASS
 
 
 def test_an_open_before_the_stat_does_not_end_the_checks() -> None:
@@ -383,17 +412,17 @@ def test_an_open_before_the_stat_does_not_end_the_checks() -> None:
     assert record.file_opened("/srv/app.js", 5, 6)
     record.stat(10, 20, "/srv/app.js", 16, None)
     record.combined_job_done(30, n.PRECONDITION_NOT_MODIFIED, "if-none-match", checked=True)
-    phases = {phase: (start, end) for phase, start, end in record.phases()}
+    phases = {phase: (start, end) for phase, start, end in record.facts().phases}
     assert phases[n.PHASE_PRECONDITION] == (20, 30)
-    assert record.opened
+    assert record.facts().opened
 
 
 def test_the_most_decisive_precondition_wins() -> None:
     record, _ = new()
     record.precondition(10, 11, n.PRECONDITION_NOT_MODIFIED, "if-none-match")
     record.precondition(12, 13, n.PRECONDITION_PASS, "if-range")
-    assert record.precondition_result == n.PRECONDITION_NOT_MODIFIED
-    assert record.precondition_header == "if-none-match"
+    assert record.facts().precondition_result == n.PRECONDITION_NOT_MODIFIED
+    assert record.facts().precondition_header == "if-none-match"
 
 
 # -- being current --------------------------------------------------------------------------
@@ -412,7 +441,7 @@ def test_serve_as_current_makes_the_record_current_and_ends_it() -> None:
     assert asyncio.run(serve_as_current(record, framework)) == "done"
     assert seen == [record]
     assert current_record() is None
-    assert sink.ended == [record]
+    assert sink.ended == [id(record)]
 
 
 def test_jobs_run_with_their_record_current_in_the_worker() -> None:
@@ -464,9 +493,9 @@ def test_a_body_not_all_handed_over_is_incomplete_whatever_the_framework_did() -
     record.head_sent(200, perf_now(), 1000)
     record.body_chunk(200, perf_now())  # the rest was dropped by the server
     record.end()
-    assert record.outcome == n.OUTCOME_ERROR
-    assert record.error_type == n.ERROR_INCOMPLETE_BODY
-    assert record.bytes_sent == 200
+    assert record.facts().outcome == n.OUTCOME_ERROR
+    assert record.facts().error_type == n.ERROR_INCOMPLETE_BODY
+    assert record.facts().bytes_sent == 200
 
 
 def test_an_error_status_sent_by_the_framework_is_its_error_type() -> None:
@@ -475,4 +504,4 @@ def test_an_error_status_sent_by_the_framework_is_its_error_type() -> None:
     record.head_sent(400, perf_now(), 0)
     record.body_done(perf_now())
     record.end()
-    assert (record.outcome, record.error_type) == (n.OUTCOME_ERROR, "400")
+    assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "400")

@@ -574,25 +574,25 @@ def test_aiohttp_spans_unchanged_by_contrib_threading_and_asyncio(site: Path, or
 
 
 class Listener:
-    """Counts what add_response_listener tells."""
+    """A response consumer: the keys of the responses started and ended."""
 
     def __init__(self) -> None:
-        self.started: list[Any] = []
-        self.ended: list[Any] = []
+        self.started: list[int] = []
+        self.ended: list[int] = []
 
-    def response_started(self, record: Any) -> None:
-        self.started.append(record)
+    def response_started(self, key: int, framework: str) -> None:
+        self.started.append(key)
 
-    def response_ended(self, record: Any) -> None:
-        self.ended.append(record)
+    def response_ended(self, key: int, finished: Any) -> None:
+        self.ended.append(key)
 
 
 @contextmanager
 def listening() -> Iterator[Listener]:
-    from otel_fileresp import add_response_listener
+    from otel_fileresp._telemetry import add_consumer
 
     listener = Listener()
-    remove = add_response_listener(listener)
+    remove = add_consumer(listener)
     try:
         yield listener
     finally:
