@@ -1,6 +1,12 @@
 # Copyright The otel_fileresp Authors
 # SPDX-License-Identifier: Apache-2.0
-"""What both framework instrumentors share: settings, telemetry and patch lifecycle."""
+"""What both framework instrumentors share: settings, telemetry and patch lifecycle.
+
+The list of frameworks lives in one place: the package's
+``opentelemetry_instrumentor`` entry points (pyproject.toml), which
+``opentelemetry-instrument`` loads, and which :func:`instrumentor_classes`
+reads for everything else that needs every framework (the test recorder).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +42,15 @@ _logger = logging.getLogger("otel_fileresp")
 # instrument() and uninstrument() of every instrumentor, one at a time: eight
 # threads instrumenting at once must patch once.
 _LIFECYCLE_LOCK = threading.RLock()
+
+
+def instrumentor_classes() -> list[type[FileResponseInstrumentor[Any]]]:
+    """Every framework's instrumentor class, from the package's entry points."""
+    found = []
+    for entry_point in metadata.entry_points(group="opentelemetry_instrumentor"):
+        if entry_point.value.startswith(f"{__package__}."):
+            found.append(entry_point.load())
+    return found
 
 
 def _nothing() -> None:

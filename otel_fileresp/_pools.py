@@ -28,11 +28,15 @@ because a file response waits behind all of them.
 
 Which pools: the pools of the event loops that served at least one
 instrumented file response, noted when the response starts (a dictionary
-lookup per response; no job, no system call). Starlette's pool is anyio's
-default thread limiter of the running loop (``anyio.to_thread`` on asyncio);
-aiohttp's is the loop's default executor (``loop.run_in_executor(None, ...)``,
-including one set with ``loop.set_default_executor``), read at collection
-time. Pools are held through weak references: a collected or closed loop, or
+lookup per response; no job, no system call), by pool kind. An adapter says
+which kind its framework uses, and the points carry that framework:
+Starlette's pool is anyio's default thread limiter of the running loop
+(:data:`POOL_ANYIO_THREADS`: ``anyio.to_thread`` on asyncio); aiohttp's is
+the loop's default executor (:data:`POOL_ASYNCIO_EXECUTOR`:
+``loop.run_in_executor(None, ...)``, including one set with
+``loop.set_default_executor``), read at collection time. A third framework
+on anyio would note the same pool kind under its own name. Pools are held
+through weak references: a collected or closed loop, or
 a shut-down executor, is skipped, so an idle process reports nothing rather
 than a stale value. With several live loops (several servers in one process)
 the point is the sum over them.
@@ -69,8 +73,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from otel_fileresp import _names as n
 from otel_fileresp._log import failed
 
-_STARLETTE_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_STARLETTE}
-_AIOHTTP_ATTRIBUTES: Final = {n.ATTR_FRAMEWORK: n.FRAMEWORK_AIOHTTP}
+#: The kinds of worker pool a framework hands file I/O to.
+POOL_ANYIO_THREADS: Final = "anyio.threads"  # anyio's default thread limiter
+POOL_ASYNCIO_EXECUTOR: Final = "asyncio.executor"  # the loop's default executor
 
 # The code of the executor's worker loop: a worker whose innermost Python frame
 # runs it is waiting for a job (or between two), any other frame is a job.
@@ -99,10 +104,10 @@ class _PoolRegistry:
         self._lock = threading.Lock()
         # thread id -> the loop that thread noted last (see _running_loop)
         self._thread_loops: dict[int, LoopRef] = {}
-        # id(loop) -> (loop, anyio's default limiter of that loop)
-        self._limiters: dict[int, tuple[LoopRef, weakref.ReferenceType[Any]]] = {}
-        # id(loop) -> loop (its default executor is read at collection time)
-        self._executor_loops: dict[int, LoopRef] = {}
+        # (id(loop), framework) -> (loop, anyio's default limiter of that loop)
+        self._limiters: dict[tuple[int, str], tuple[LoopRef, weakref.ReferenceType[Any]]] = {}
+        # (id(loop), framework) -> loop (its default executor is read at collection time)
+        self._executor_loops: dict[tuple[int, str], LoopRef] = {}
 
     # -- on the event loop, when a file response starts ----------------------
 
@@ -126,12 +131,20 @@ class _PoolRegistry:
         self._thread_loops[thread] = weakref.ref(loop)
         return loop
 
-    def note_anyio_limiter(self) -> None:
+    def note(self, kind: str, framework: str) -> None:
+        """The running loop's pool of ``kind`` serves ``framework``'s file responses."""
+        if kind == POOL_ANYIO_THREADS:
+            self._note_anyio_limiter(framework)
+        elif kind == POOL_ASYNCIO_EXECUTOR:
+            self._note_asyncio_executor(framework)
+
+    def _note_anyio_limiter(self, framework: str) -> None:
         try:
             loop = self._running_loop()
             if loop is None:
                 return
-            entry = self._limiters.get(id(loop))
+            key = (id(loop), framework)
+            entry = self._limiters.get(key)
             if entry is not None and entry[0]() is loop:
                 return
             from anyio.to_thread import current_default_thread_limiter
@@ -139,22 +152,25 @@ class _PoolRegistry:
             limiter_ref = weakref.ref(current_default_thread_limiter())
             with self._lock:
                 self._prune()
-                self._limiters[id(loop)] = (weakref.ref(loop), limiter_ref)
+                self._limiters[key] = (weakref.ref(loop), limiter_ref)
         except Exception:
             failed("pools.anyio")
 
-    def note_asyncio_executor(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def _note_asyncio_executor(
+        self, framework: str, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         try:
             if loop is None:
                 loop = self._running_loop()
                 if loop is None:
                     return
-            loop_ref = self._executor_loops.get(id(loop))
+            key = (id(loop), framework)
+            loop_ref = self._executor_loops.get(key)
             if loop_ref is not None and loop_ref() is loop:
                 return
             with self._lock:
                 self._prune()
-                self._executor_loops[id(loop)] = weakref.ref(loop)
+                self._executor_loops[key] = weakref.ref(loop)
         except Exception:
             failed("pools.asyncio")
 
@@ -177,29 +193,30 @@ class _PoolRegistry:
 
     # -- in the metric reader's thread ---------------------------------------
 
-    def limiters(self) -> list[Any]:
-        """anyio limiters of live loops."""
+    def limiters(self) -> list[tuple[str, Any]]:
+        """anyio limiters of live loops, with the framework each serves."""
         with self._lock:
-            entries = list(self._limiters.values())
+            entries = list(self._limiters.items())
         found = []
-        for loop_ref, limiter_ref in entries:
+        for (_, framework), (loop_ref, limiter_ref) in entries:
             limiter = limiter_ref()
             if limiter is not None and _live_loop(loop_ref) is not None:
-                found.append(limiter)
+                found.append((framework, limiter))
         return found
 
-    def executors(self) -> list[ThreadPoolExecutor]:
-        """Default executors of live loops that are not shut down."""
+    def executors(self) -> list[tuple[str, ThreadPoolExecutor]]:
+        """Default executors of live loops that are not shut down, with the
+        framework each serves."""
         with self._lock:
-            loop_refs = list(self._executor_loops.values())
+            entries = list(self._executor_loops.items())
         found = []
-        for loop_ref in loop_refs:
+        for (_, framework), loop_ref in entries:
             loop = _live_loop(loop_ref)
             executor = getattr(loop, "_default_executor", None)
             if isinstance(executor, ThreadPoolExecutor) and not getattr(
                 executor, "_shutdown", True
             ):
-                found.append(executor)
+                found.append((framework, executor))
         return found
 
 
@@ -237,12 +254,6 @@ def _max_workers(executor: ThreadPoolExecutor) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _total(values: Iterable[float | None]) -> float | None:
-    """The sum of the known values; None when none is known."""
-    known = [value for value in values if value is not None]
-    return sum(known) if known else None
-
-
 class PoolGauges:
     """The occupancy gauges of one meter; ``note_*`` capture a loop's pool."""
 
@@ -278,14 +289,11 @@ class PoolGauges:
         )
 
     @staticmethod
-    def note_anyio_limiter() -> None:
-        """On the event loop: note the running loop's default anyio thread limiter."""
-        _REGISTRY.note_anyio_limiter()
-
-    @staticmethod
-    def note_asyncio_executor(loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """On the event loop: note ``loop`` (default: the running one) for its executor."""
-        _REGISTRY.note_asyncio_executor(loop)
+    def note(kind: str, framework: str) -> None:
+        """On the event loop: the running loop's pool of ``kind``
+        (:data:`POOL_ANYIO_THREADS`, :data:`POOL_ASYNCIO_EXECUTOR`) serves
+        ``framework``'s file responses; its points carry that framework."""
+        _REGISTRY.note(kind, framework)
 
 
 Observe = Callable[[], Iterable[Observation]]
@@ -302,38 +310,43 @@ def _guarded(name: str, observe: Observe) -> Callable[[CallbackOptions], Iterabl
     return callback
 
 
+Pool = Any
+Measure = Callable[[Pool], "float | None"]
+
+
+def _per_framework(pools: Iterable[tuple[str, Pool]], measure: Measure) -> list[Observation]:
+    """One point per framework: ``measure`` summed over its pools (none when
+    no pool of the framework could be measured)."""
+    totals: dict[str, float] = {}
+    for framework, pool in pools:
+        value = measure(pool)
+        if value is not None:
+            totals[framework] = totals.get(framework, 0) + value
+    return [Observation(value, {n.ATTR_FRAMEWORK: name}) for name, value in totals.items()]
+
+
 def _observe_borrowed() -> Iterable[Observation]:
-    limiters = _REGISTRY.limiters()
-    if limiters:
-        yield Observation(sum(_limiter_counts(lim)[0] for lim in limiters), _STARLETTE_ATTRIBUTES)
+    return _per_framework(_REGISTRY.limiters(), lambda limiter: _limiter_counts(limiter)[0])
 
 
 def _observe_busy() -> Iterable[Observation]:
     executors = _REGISTRY.executors()
-    if executors:
-        frames = sys._current_frames()
-        busy = _total(_busy_workers(executor, frames) for executor in executors)
-        if busy is not None:
-            yield Observation(busy, _AIOHTTP_ATTRIBUTES)
+    if not executors:
+        return []
+    frames = sys._current_frames()
+    return _per_framework(executors, lambda executor: _busy_workers(executor, frames))
 
 
 def _observe_limit() -> Iterable[Observation]:
-    limiters = _REGISTRY.limiters()
-    if limiters:
-        tokens = sum(_limiter_counts(lim)[1] for lim in limiters)
-        if not math.isinf(tokens):
-            yield Observation(tokens, _STARLETTE_ATTRIBUTES)
-    executors = _REGISTRY.executors()
-    workers = _total(_max_workers(executor) for executor in executors)
-    if workers is not None:
-        yield Observation(workers, _AIOHTTP_ATTRIBUTES)
+    tokens = _per_framework(_REGISTRY.limiters(), lambda limiter: _limiter_counts(limiter)[1])
+    return [
+        *(point for point in tokens if not math.isinf(point.value)),
+        *_per_framework(_REGISTRY.executors(), _max_workers),
+    ]
 
 
 def _observe_queued() -> Iterable[Observation]:
-    limiters = _REGISTRY.limiters()
-    if limiters:
-        yield Observation(sum(_limiter_counts(lim)[2] for lim in limiters), _STARLETTE_ATTRIBUTES)
-    executors = _REGISTRY.executors()
-    queued = _total(_queued_jobs(executor) for executor in executors)
-    if queued is not None:
-        yield Observation(queued, _AIOHTTP_ATTRIBUTES)
+    return [
+        *_per_framework(_REGISTRY.limiters(), lambda limiter: _limiter_counts(limiter)[2]),
+        *_per_framework(_REGISTRY.executors(), _queued_jobs),
+    ]

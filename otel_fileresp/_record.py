@@ -948,6 +948,34 @@ def watch_opens() -> None:
         sys.addaudithook(_audit)
 
 
+class _Serving:
+    """``with _Serving(record, before_end):`` makes ``record`` current in the
+    block, then ends it (see :func:`serve_as_current`)."""
+
+    __slots__ = ("_before_end", "_record", "_token")
+
+    def __init__(
+        self,
+        record: ResponseRecord,
+        before_end: Callable[[ResponseRecord, BaseException | None], None] | None,
+    ) -> None:
+        self._record = record
+        self._before_end = before_end
+
+    def __enter__(self) -> None:
+        self._token = _CURRENT.set(self._record._scope)
+
+    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
+        _CURRENT.reset(self._token)
+        record = self._record
+        if self._before_end is not None:
+            try:
+                self._before_end(record, error)
+            except Exception:
+                failed("record.before_end")
+        record.end(error)
+
+
 async def serve_as_current(
     record: ResponseRecord,
     call: Callable[..., Awaitable[T]],
@@ -961,21 +989,18 @@ async def serve_as_current(
     status, say); it runs whether ``call`` returned or raised (then with the
     exception).
     """
-    token = _CURRENT.set(record._scope)
-    error: BaseException | None = None
-    try:
+    with _Serving(record, before_end):
         return await call(*args, **kwargs)
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        _CURRENT.reset(token)
-        if before_end is not None:
-            try:
-                before_end(record, error)
-            except Exception:
-                failed("record.before_end")
-        record.end(error)
-        # Break the frame -> exception -> traceback -> frame cycle: it would keep
-        # the framework's frames (and the open file in them) alive until a GC.
-        error = None
+
+
+def serve_as_current_sync(
+    record: ResponseRecord,
+    call: Callable[..., T],
+    *args: Any,
+    before_end: Callable[[ResponseRecord, BaseException | None], None] | None = None,
+    **kwargs: Any,
+) -> T:
+    """:func:`serve_as_current` for a framework that serves a file response
+    synchronously (a WSGI framework's file response, say)."""
+    with _Serving(record, before_end):
+        return call(*args, **kwargs)

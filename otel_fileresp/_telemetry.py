@@ -253,10 +253,8 @@ class Telemetry:
             except Exception:
                 failed("consumer.ended")
 
-    def note_anyio_limiter(self) -> None:
+    def note_pool(self, kind: str) -> None:
+        """The response being started runs its jobs in the running loop's pool
+        of ``kind`` (see :mod:`otel_fileresp._pools`): its gauges report it."""
         if self.instruments is not None:
-            self.instruments.pools.note_anyio_limiter()
-
-    def note_asyncio_executor(self) -> None:
-        if self.instruments is not None:
-            self.instruments.pools.note_asyncio_executor()
+            self.instruments.pools.note(kind, self.framework)

@@ -114,6 +114,7 @@ from otel_fileresp import _names as n
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import failed
 from otel_fileresp._patching import Patch
+from otel_fileresp._pools import POOL_ASYNCIO_EXECUTOR
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 from otel_fileresp._telemetry import Telemetry
 
@@ -365,7 +366,7 @@ class _AiohttpHooks(Hooks):
             record.request_headers = request.headers
             record.serves(getattr(response, "_path", None))
             record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
-            telemetry.note_asyncio_executor()
+            telemetry.note_pool(POOL_ASYNCIO_EXECUTOR)
             return record
         except Exception:
             failed("aiohttp.start")

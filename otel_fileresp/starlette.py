@@ -88,6 +88,7 @@ from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import contained, failed
 from otel_fileresp._patching import Patch
+from otel_fileresp._pools import POOL_ANYIO_THREADS
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 
 Scope = MutableMapping[str, Any]
@@ -300,7 +301,7 @@ class _StarletteHooks(Hooks):
             record = telemetry.start_record(head=scope.get("method") == "HEAD")
             if record is None:
                 return None
-            telemetry.note_anyio_limiter()
+            telemetry.note_pool(POOL_ANYIO_THREADS)
             if response is not None:
                 record.serves(response.path, _size_of(response))
                 if response.stat_result is None:  # Starlette stats it in a job

@@ -91,10 +91,6 @@ WAIT_TIMEOUT = 5.0
 #: How long an assertion helper waits for in-flight responses, in seconds.
 SETTLE_TIMEOUT = 2.0
 
-_FRAMEWORKS = (
-    ("starlette", "otel_fileresp.starlette", "StarletteFileResponseInstrumentor"),
-    ("aiohttp", "otel_fileresp.aiohttp", "AiohttpFileResponseInstrumentor"),
-)
 # Server-span attributes for the failure message, newest convention first.
 _METHOD_ATTRIBUTES = ("http.request.method", "http.method")
 _PATH_ATTRIBUTES = ("url.path", "http.target", "http.route")
@@ -555,11 +551,13 @@ def recording(
     remove_consumer = add_consumer(recorder._in_flight)
     try:
         with ExitStack() as stack:
-            for framework, module_name, class_name in _FRAMEWORKS:
-                if importlib.util.find_spec(framework) is None:
+            from otel_fileresp._instrumentor import instrumentor_classes
+
+            for instrumentor_class in instrumentor_classes():
+                if importlib.util.find_spec(instrumentor_class.framework_module) is None:
                     continue
-                module = importlib.import_module(module_name)
-                instrumentor = getattr(module, class_name)()
+                instrumentor = instrumentor_class()
+                framework = instrumentor_class.framework_name
                 stack.enter_context(_recording_into(recorder, instrumentor, framework, settings))
             yield recorder
     finally:

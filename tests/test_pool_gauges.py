@@ -382,3 +382,25 @@ def test_both_frameworks_share_one_set_of_gauges(telemetry: Telemetry, files: Pa
             LIMIT: 7,
             QUEUED: 0,
         }
+
+
+def test_a_pool_is_reported_under_the_framework_that_noted_it(telemetry: Telemetry) -> None:
+    """Pools are keyed by pool kind: a third framework on anyio's threads (say
+    Litestar) would note the same kind under its own name, and its points
+    carry that name, not Starlette's."""
+    from otel_fileresp._instruments import instruments_for
+    from otel_fileresp._pools import POOL_ANYIO_THREADS, POOL_ASYNCIO_EXECUTOR
+
+    pools = instruments_for(telemetry.meter_provider).pools
+
+    async def serve_a_while() -> None:
+        pools.note(POOL_ANYIO_THREADS, "litestar")
+        pools.note(POOL_ASYNCIO_EXECUTOR, "sanic")
+        await asyncio.get_running_loop().run_in_executor(None, lambda: None)
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        expected = {BORROWED: 0, LIMIT: limiter.total_tokens, QUEUED: 0}
+        assert gauges(telemetry, "litestar") == expected
+        assert gauges(telemetry, "starlette") == {}
+        assert set(gauges(telemetry, "sanic")) == {BUSY, LIMIT, QUEUED}
+
+    asyncio.run(serve_a_while())

@@ -16,7 +16,13 @@ from opentelemetry import context as context_api
 
 from otel_fileresp import _names as n
 from otel_fileresp._finished import FinishedResponse
-from otel_fileresp._record import ResponseRecord, State, current_record, serve_as_current
+from otel_fileresp._record import (
+    ResponseRecord,
+    State,
+    current_record,
+    serve_as_current,
+    serve_as_current_sync,
+)
 
 
 class Sink:
@@ -312,7 +318,10 @@ def test_a_job_cancelled_while_queued_ends_its_response() -> None:
     assert future.cancel()
     assert record.state is State.ENDED
     assert sink.started == sink.ended == [id(record)]
-    assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "CancelledError")
+    assert (record.facts().outcome, record.facts().error_type) == (
+        n.OUTCOME_ERROR,
+        "CancelledError",
+    )
 
 
 def test_a_job_that_ran_does_not_end_the_response() -> None:
@@ -442,6 +451,28 @@ def test_serve_as_current_makes_the_record_current_and_ends_it() -> None:
     assert seen == [record]
     assert current_record() is None
     assert sink.ended == [id(record)]
+
+
+def test_the_sync_form_serves_a_synchronous_framework_the_same_way() -> None:
+    record, sink = new()
+    seen: list[Any] = []
+
+    def framework(path: str) -> str:
+        seen.append(current_record())
+        record.serves(path, 3)
+        record.head_sent(200, 2_000, 3)
+        raise OSError("the client left")
+
+    def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
+        seen.append(type(error).__name__)
+
+    with pytest.raises(OSError):
+        serve_as_current_sync(record, framework, "/srv/a.txt", before_end=read_final_state)
+    assert seen == [record, "OSError"]
+    assert current_record() is None
+    (finished,) = sink.finished
+    assert finished is not None
+    assert (finished.status, finished.error_type) == (200, "OSError")
 
 
 def test_jobs_run_with_their_record_current_in_the_worker() -> None:
