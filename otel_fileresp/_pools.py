@@ -255,38 +255,20 @@ def _max_workers(executor: ThreadPoolExecutor) -> int | None:
 
 
 class PoolGauges:
-    """The occupancy gauges of one meter; ``note_*`` capture a loop's pool."""
+    """The occupancy gauges of one meter; :meth:`note` captures a loop's pool."""
 
-    __slots__ = ("borrowed", "busy", "limit", "queued")
+    __slots__ = ("gauges",)
 
     def __init__(self, meter: Meter) -> None:
-        self.borrowed = meter.create_observable_gauge(
-            n.METRIC_POOL_BORROWED,
-            callbacks=[_guarded("borrowed", _observe_borrowed)],
-            unit="{token}",
-            description="Tokens borrowed from anyio's default thread limiter "
-            "(worker-thread jobs running), Starlette.",
-        )
-        self.busy = meter.create_observable_gauge(
-            n.METRIC_POOL_BUSY,
-            callbacks=[_guarded("busy", _observe_busy)],
-            unit="{thread}",
-            description="Threads of asyncio's default executor running a job, aiohttp.",
-        )
-        self.limit = meter.create_observable_gauge(
-            n.METRIC_POOL_LIMIT,
-            callbacks=[_guarded("limit", _observe_limit)],
-            unit="{thread}",
-            description="Worker threads the pool allows at once: anyio's total tokens "
-            "(Starlette), the executor's max_workers (aiohttp).",
-        )
-        self.queued = meter.create_observable_gauge(
-            n.METRIC_POOL_QUEUED,
-            callbacks=[_guarded("queued", _observe_queued)],
-            unit="{job}",
-            description="Jobs waiting for a worker thread: tasks waiting for a token "
-            "(Starlette), jobs not yet picked up by a worker (aiohttp).",
-        )
+        self.gauges = [
+            meter.create_observable_gauge(
+                name,
+                callbacks=[_guarded(name, observe)],
+                unit=unit,
+                description=description,
+            )
+            for name, observe, unit, description in _GAUGES
+        ]
 
     @staticmethod
     def note(kind: str, framework: str) -> None:
@@ -350,3 +332,35 @@ def _observe_queued() -> Iterable[Observation]:
         *_per_framework(_REGISTRY.limiters(), lambda limiter: _limiter_counts(limiter)[2]),
         *_per_framework(_REGISTRY.executors(), _queued_jobs),
     ]
+
+
+# name, callback, unit, description
+_GAUGES: Final[tuple[tuple[str, Observe, str, str], ...]] = (
+    (
+        n.METRIC_POOL_BORROWED,
+        _observe_borrowed,
+        "{token}",
+        "Tokens borrowed from anyio's default thread limiter "
+        "(worker-thread jobs running), Starlette.",
+    ),
+    (
+        n.METRIC_POOL_BUSY,
+        _observe_busy,
+        "{thread}",
+        "Threads of asyncio's default executor running a job, aiohttp.",
+    ),
+    (
+        n.METRIC_POOL_LIMIT,
+        _observe_limit,
+        "{thread}",
+        "Worker threads the pool allows at once: anyio's total tokens "
+        "(Starlette), the executor's max_workers (aiohttp).",
+    ),
+    (
+        n.METRIC_POOL_QUEUED,
+        _observe_queued,
+        "{job}",
+        "Jobs waiting for a worker thread: tasks waiting for a token "
+        "(Starlette), jobs not yet picked up by a worker (aiohttp).",
+    ),
+)

@@ -236,10 +236,10 @@ class ResponseRecord:
         "_unmatched_opens",
         "_wait_ns",
         "_wait_spans",
+        "adapter",
         "detailed",
         "framework",
         "parent",
-        "request_headers",
         "spans",
     )
 
@@ -260,8 +260,9 @@ class ResponseRecord:
         #: Whether a span of this response may be recorded (decided once, at
         #: its start, from the parent and the sampler; see _telemetry).
         self.spans = spans
-        #: The request's headers, for the framework module's translation.
-        self.request_headers: Any = None
+        #: The adapter's own per-response value (aiohttp's: the request's
+        #: headers); the record never reads it.
+        self.adapter: Any = None
         self._scope = Scope(self)
         self._state = State.PENDING
         self._started_ns = 0

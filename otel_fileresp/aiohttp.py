@@ -150,7 +150,7 @@ def _decide_on_loop(record: ResponseRecord, result: str | None) -> None:
     """The on-loop checks (aiohttp up to 3.11.9) decided ``result`` (None: passed)."""
     if not record.detailed or record.has_precondition():
         return
-    header = _header_that_decided(record.request_headers, result)
+    header = _header_that_decided(record.adapter, result)
     if result is None:
         result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
     record.precondition_decided(perf_counter_ns(), result, header)
@@ -214,6 +214,9 @@ class _AiohttpHooks(Hooks):
     file_response_type: type[Any] = type(None)
     static_resource_type: type[Any] = type(None)
     stat_method: str = _STAT_METHODS[0]
+    # Up to 3.11.9 the precondition checks run on the loop, between the stat
+    # job and the open job: only then are they timed from the loop.
+    checks_on_loop: bool = False
 
     def submit(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
@@ -243,8 +246,8 @@ class _AiohttpHooks(Hooks):
         record = scope.record
         if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
             try:
-                if record.state is State.SERVING:
-                    _decide_on_loop(record, None)  # up to 3.11.9: the open job follows the checks
+                if self.checks_on_loop and record.state is State.SERVING:
+                    _decide_on_loop(record, None)  # the open job follows the checks
                 job = record.wrap_job(args[0])
             except Exception:
                 failed("aiohttp.submit")
@@ -327,6 +330,7 @@ class _AiohttpHooks(Hooks):
         record = self._start(instance, args, kwargs)
         if record is None:
             return wrapped(*args, **kwargs)
+        checks_on_loop = self.checks_on_loop
 
         def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
             # The status aiohttp sent, if it sent one: when prepare raises
@@ -340,8 +344,9 @@ class _AiohttpHooks(Hooks):
                     record.body_done(now)  # what is left is aiohttp's own EOF
             status = record.status
             if record.detailed and status not in (None, 403, 404):
-                _decide_on_loop(record, None)
-                headers = record.request_headers
+                if checks_on_loop:
+                    _decide_on_loop(record, None)
+                headers = record.adapter
                 if status == 200 and "Range" in headers and "If-Range" in headers:
                     record.range_ignored()
 
@@ -363,7 +368,7 @@ class _AiohttpHooks(Hooks):
                 return None
             request = args[0] if args else kwargs["request"]
             record.begin(head=request.method == "HEAD")
-            record.request_headers = request.headers
+            record.adapter = request.headers
             record.serves(getattr(response, "_path", None))
             record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
             telemetry.note_pool(POOL_ASYNCIO_EXECUTOR)
@@ -520,6 +525,7 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         stat_method = next((m for m in _STAT_METHODS if hasattr(FileResponse, m)), _STAT_METHODS[0])
         hooks.stat_method = stat_method
         combined_job = hasattr(FileResponse, "_make_response")  # aiohttp 3.11.10+
+        hooks.checks_on_loop = not combined_job
         patches = [
             Patch(
                 "concurrent.futures.thread:ThreadPoolExecutor",

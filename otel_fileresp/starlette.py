@@ -91,7 +91,7 @@ from otel_fileresp._patching import Patch
 from otel_fileresp._pools import POOL_ANYIO_THREADS
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
 
-Scope = MutableMapping[str, Any]
+AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 OnResult = Callable[[ResponseRecord, Any], None]
@@ -105,7 +105,7 @@ _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "see
 _GUARD_STARLETTE_SEND: Final = contained("starlette.send", "failed to note a message sent")
 
 
-def _asgi_arguments(scope: Scope, receive: Any, send: Send) -> tuple[Scope, Any, Send]:
+def _asgi_arguments(scope: AsgiScope, receive: Any, send: Send) -> tuple[AsgiScope, Any, Send]:
     return scope, receive, send
 
 
