@@ -7,23 +7,53 @@ and lives for that one response. The framework modules translate what the
 framework does into the record's verbs, with timestamps from
 :func:`time.perf_counter_ns` (a vDSO call on Linux: no system call):
 
-================================ ===============================================
-verb                             the framework...
-================================ ===============================================
-:meth:`~ResponseRecord.begin`    starts resolving the file (aiohttp: ``prepare``)
-:meth:`~ResponseRecord.serves`   is about to serve this path (the served file)
-:meth:`~ResponseRecord.looked_up` found this file (lookup, stat)
-:meth:`~ResponseRecord.stat`     statted the file (the ``fileresp.stat`` phase)
-:meth:`~ResponseRecord.precondition` decided the conditional headers
-:meth:`~ResponseRecord.file_opened` opened a file (counts only if it is the served one)
-:meth:`~ResponseRecord.open_seen` (anyone, audit hook) is opening a file: the served one?
-:meth:`~ResponseRecord.wrap_job`  submits a job to its worker pool
-:meth:`~ResponseRecord.job_is`    (worker side) says what the running job is
-:meth:`~ResponseRecord.head_sent` handed the status and headers to the server
-:meth:`~ResponseRecord.body_chunk`, :meth:`~ResponseRecord.body_handed_over`,
-:meth:`~ResponseRecord.body_done`, :meth:`~ResponseRecord.pathsend` send the body
-:meth:`~ResponseRecord.end`       returned or raised: the response ends (once)
-================================ ===============================================
+=========================== ======================================================
+verb                        called by (when)
+=========================== ======================================================
+:meth:`begin`               both adapters, as a response starts (aiohttp: in
+                            ``prepare``, or when a static lookup answers)
+:meth:`expect`              both adapters, at the start: a phase this release
+                            must show (logged once if it never comes)
+:meth:`serves`              both adapters: the path about to be served
+                            (Starlette's ``FileResponse``, aiohttp's ``_path``)
+:meth:`looked_up`           both adapters: the file a lookup or stat found
+:meth:`is_served`           Starlette (is this ``os.stat`` job the served file's?)
+:meth:`stat`                aiohttp's stat method hook: the stat phase
+:meth:`precondition`        both adapters: the conditional headers decided
+                            (timed checks, or on-loop decisions, or an
+                            ignored If-Range)
+:meth:`combined_job_done`   aiohttp 3.11.10+: the one job doing stat, checks
+                            and open ended
+:meth:`open_seen`           the ``open`` audit hook (anyone opening a file in
+                            the response's context)
+:meth:`file_opened`,        aiohttp's ``Path.open`` hook; the record itself
+:meth:`open_failed`         for an open job of the served file
+:attr:`open_tried`          aiohttp 3.11.10+ (did the checks reach the open?)
+:meth:`wrap_job`            both adapters' pool hooks (``run_sync``,
+                            ``submit``): a job about to be submitted
+:meth:`job_is`              aiohttp's hooks inside a job (worker side): what
+                            the running job is
+:meth:`job_cancelled`       a lookup job's future (aiohttp): cancelled queued
+:meth:`head_sent`           both adapters: status and headers handed over
+:meth:`body_chunk`,         Starlette's send observer: body messages
+:meth:`body_done`,
+:meth:`pathsend`
+:meth:`send_started`,       aiohttp's send hook (``sendfile`` or its fallback)
+:meth:`send_failed`,
+:meth:`body_handed_over`
+:meth:`discard`             aiohttp: a lookup job built no ``FileResponse``
+:meth:`end`                 :func:`serve_as_current` (or its sync form) when
+                            the framework returned or raised; a failed or
+                            cancelled aiohttp lookup
+:meth:`facts`               :meth:`end` (the value it hands to the consumer);
+                            tests
+=========================== ======================================================
+
+Each verb contains its own failures (``try``/``except Exception:
+failed("record.<verb>")``, see :mod:`otel_fileresp._log`): no verb raises into
+the framework, so an adapter calls them without a guard. What an adapter
+keeps per response of its own (aiohttp: the request's headers) goes in the
+record's :attr:`~ResponseRecord.adapter` slot, which the record never reads.
 
 The rules (telemetry contract v2, "Truth rules"):
 
@@ -63,8 +93,10 @@ Collection is **detailed** (every phase interval, the wait of each job, the
 file's name and size, the precondition) when the response will be recorded
 as spans or when phase metrics other than the wait are enabled, and **lean**
 otherwise: start and end, status, outcome, ``opened``, the number of jobs and
-their total wait. Emission (:mod:`otel_fileresp._emit`) reads a finished
-record through its read-only properties.
+their total wait. When the record ends it freezes its facts into one
+:class:`~otel_fileresp._finished.FinishedResponse` (:meth:`~ResponseRecord.facts`),
+handed to its consumer: that value is all emission
+(:mod:`otel_fileresp._emit`) and the test recorder read.
 
 Per-response state has one holder: the context variable of this module, whose
 value is the record (on the event loop) or the running pool job (in a worker
@@ -493,14 +525,9 @@ class ResponseRecord:
         """Whether the served file's open was tried (succeeded or not)."""
         return self._open_start_ns is not None
 
-    def file_object(self, file_object: object) -> None:
-        """The served file's object (its reads are the body reads)."""
-        try:
-            self._file_object_id = id(file_object)
-        except Exception:
-            failed("record.file_object")
-
-    def is_served_file_object(self, file_object: object) -> bool:
+    def _is_served_file_object(self, file_object: object) -> bool:
+        """Whether ``file_object`` is what the served file's open job returned
+        (its reads are the body reads)."""
         return self._file_object_id is not None and id(file_object) == self._file_object_id
 
     # -- phases ------------------------------------------------------------------
@@ -534,11 +561,48 @@ class ResponseRecord:
         except Exception:
             failed("record.stat")
 
-    def precondition(self, start_ns: int, end_ns: int, result: str, header: str | None) -> None:
-        """Conditional headers were evaluated; the most decisive result wins."""
+    def precondition(
+        self,
+        result: str | None,
+        header: str | None,
+        end_ns: int | None = None,
+        start_ns: int | None = None,
+    ) -> None:
+        """The framework decided the conditional headers: ``result`` on
+        ``header`` (the header that decided, if any). The one verb of the
+        precondition; the record applies its rules:
+
+        - ``result`` None means no check failed: ``none`` when no header
+          decided, else ``pass``;
+        - the most decisive result of a response wins (a 304 or 412 over a
+          pass);
+        - the phase runs from ``start_ns`` to ``end_ns`` when the check was
+          timed; with ``start_ns`` None it runs from the end of the stat to
+          ``end_ns`` (checks between the stat and the open, known by their
+          decision: only the first such decision counts); with ``end_ns``
+          None too, the decision is known only after the checks (an ignored
+          If-Range) and takes no time, at the end of the last check (or of
+          the stat).
+        """
         try:
             if not self.detailed:
                 return
+            if result is None:
+                result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
+            if start_ns is None:
+                if end_ns is None:
+                    interval = self._phases.get(n.PHASE_PRECONDITION)
+                    interval = interval or self._phases.get(n.PHASE_STAT)
+                    if interval is None:
+                        return
+                    start_ns = end_ns = interval[1]
+                else:
+                    stat = self._phases.get(n.PHASE_STAT)
+                    if stat is None or self._precondition_result is not None:
+                        return
+                    start_ns, end_ns = stat[1], max(stat[1], end_ns)
+            elif end_ns is None:
+                end_ns = start_ns
             self._mark(n.PHASE_PRECONDITION, start_ns, end_ns)
             current = self._precondition_result
             if current is None or _PRECONDITION_RANK[result] >= _PRECONDITION_RANK[current]:
@@ -546,18 +610,6 @@ class ResponseRecord:
                 self._precondition_header = header
         except Exception:
             failed("record.precondition")
-
-    def precondition_decided(self, now_ns: int, result: str, header: str | None) -> None:
-        """The checks that run on the event loop after the stat decided at ``now_ns``:
-        the phase runs from the end of the stat (once per response)."""
-        try:
-            if not self.detailed or self._precondition_result is not None:
-                return
-            stat = self._phases.get(n.PHASE_STAT)
-            if stat is not None:
-                self.precondition(stat[1], max(stat[1], now_ns), result, header)
-        except Exception:
-            failed("record.precondition_decided")
 
     def combined_job_done(
         self, end_ns: int, result: str | None, header: str | None, checked: bool
@@ -578,30 +630,12 @@ class ResponseRecord:
             open_start = self._open_start_ns
             if open_start is not None and open_start < stat[1]:
                 open_start = None  # opened before the stat: not by the checks' path
-            if result is None:
-                result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-            self.precondition(stat[1], end_ns if open_start is None else open_start, result, header)
+            decided = end_ns if open_start is None else open_start
+            self.precondition(result, header, decided, stat[1])
             if open_start is not None and self._opened:
                 self._mark(n.PHASE_OPEN, open_start, end_ns)
         except Exception:
             failed("record.combined_job_done")
-
-    def range_ignored(self) -> None:
-        """If-Range did not match, so a Range request got the whole file; that
-        decision ends where the last check (or the stat) ended."""
-        try:
-            if not self.detailed:
-                return
-            interval = self._phases.get(n.PHASE_PRECONDITION) or self._phases.get(n.PHASE_STAT)
-            if interval is not None:
-                self.precondition(
-                    interval[1], interval[1], n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE
-                )
-        except Exception:
-            failed("record.range_ignored")
-
-    def has_precondition(self) -> bool:
-        return self._precondition_result is not None
 
     # -- worker-pool jobs -----------------------------------------------------------
 
@@ -637,7 +671,7 @@ class ResponseRecord:
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
             elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
-                if not self.is_served_file_object(reads):
+                if not self._is_served_file_object(reads):
                     kind = n.JOB_OTHER
             elif kind is None:
                 kind = n.JOB_READ if self._sending else n.JOB_OTHER
@@ -726,7 +760,7 @@ class ResponseRecord:
             elif kind == n.JOB_OPEN and job.opens is not None:
                 if ok:
                     self.file_opened(job.opens, started, ended)
-                    self.file_object(result)
+                    self._file_object_id = id(result)
                 else:
                     self.open_failed(job.opens, started)
             if not self.detailed:

@@ -148,12 +148,9 @@ def _header_that_decided(headers: Any, result: str | None) -> str | None:
 
 def _decide_on_loop(record: ResponseRecord, result: str | None) -> None:
     """The on-loop checks (aiohttp up to 3.11.9) decided ``result`` (None: passed)."""
-    if not record.detailed or record.has_precondition():
-        return
-    header = _header_that_decided(record.adapter, result)
-    if result is None:
-        result = n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS
-    record.precondition_decided(perf_counter_ns(), result, header)
+    if record.detailed:
+        header = _header_that_decided(record.adapter, result)
+        record.precondition(result, header, perf_counter_ns())
 
 
 def _headers_sent(response: Any) -> bool:
@@ -348,7 +345,8 @@ class _AiohttpHooks(Hooks):
                     _decide_on_loop(record, None)
                 headers = record.adapter
                 if status == 200 and "Range" in headers and "If-Range" in headers:
-                    record.range_ignored()
+                    # aiohttp ignored the If-Range (the whole file was sent).
+                    record.precondition(n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE)
 
         return serve_as_current(record, wrapped, *args, before_end=read_final_state, **kwargs)
 

@@ -334,7 +334,7 @@ class _StarletteHooks(Hooks):
         return _timed_check(wrapped, args, kwargs, _range_decision)
 
 
-Decision = Callable[[Callable[..., bool], Any, Any, bool], tuple[str, "str | None"]]
+Decision = Callable[[Callable[..., bool], Any, Any, bool], tuple["str | None", "str | None"]]
 
 
 def _timed_check(wrapped: Callable[..., bool], args: Any, kwargs: Any, decide: Decision) -> bool:
@@ -351,24 +351,22 @@ def _timed_check(wrapped: Callable[..., bool], args: Any, kwargs: Any, decide: D
     except Exception:
         failed("starlette.precondition")
     else:
-        scope.record.precondition(started, ended, result, header)
+        scope.record.precondition(result, header, ended, started)
     return answer
 
 
 def _not_modified_decision(
     is_not_modified: Callable[..., bool], args: Any, kwargs: Any, not_modified: bool
-) -> tuple[str, str | None]:
-    """``StaticFiles.is_not_modified``: 304, or passed on the header that decided."""
+) -> tuple[str | None, str | None]:
+    """``StaticFiles.is_not_modified``: 304, or no check failed; the header that decided."""
     response_headers, request_headers = _headers_of(*args, **kwargs)
     header = _header_that_decided(is_not_modified, response_headers, request_headers, not_modified)
-    if not_modified:
-        return n.PRECONDITION_NOT_MODIFIED, header
-    return (n.PRECONDITION_NONE if header is None else n.PRECONDITION_PASS), header
+    return (n.PRECONDITION_NOT_MODIFIED if not_modified else None), header
 
 
 def _range_decision(
     should_use_range: Callable[..., bool], args: Any, kwargs: Any, use_range: bool
-) -> tuple[str, str | None]:
+) -> tuple[str | None, str | None]:
     """``FileResponse._should_use_range``: If-Range matched, or the range is ignored."""
     return (n.PRECONDITION_PASS if use_range else n.PRECONDITION_RANGE_IGNORED), n.HEADER_IF_RANGE
 

@@ -389,7 +389,7 @@ def test_lean_records_keep_only_what_the_default_telemetry_needs() -> None:
     record, _ = new(detailed=False)
     record.serves("/srv/app.js", 16)
     record.stat(10, 20, "/srv/app.js", 16, "identity")
-    record.precondition(20, 30, n.PRECONDITION_PASS, "if-none-match")
+    record.precondition(n.PRECONDITION_PASS, "if-none-match", 30, 20)
     run_job(record, n.JOB_OPEN, opens="/srv/app.js")(object())
     record.head_sent(200, 2_000, 16)
     record.body_chunk(16, 3_000)
@@ -428,8 +428,8 @@ def test_an_open_before_the_stat_does_not_end_the_checks() -> None:
 
 def test_the_most_decisive_precondition_wins() -> None:
     record, _ = new()
-    record.precondition(10, 11, n.PRECONDITION_NOT_MODIFIED, "if-none-match")
-    record.precondition(12, 13, n.PRECONDITION_PASS, "if-range")
+    record.precondition(n.PRECONDITION_NOT_MODIFIED, "if-none-match", 11, 10)
+    record.precondition(n.PRECONDITION_PASS, "if-range", 13, 12)
     assert record.facts().precondition_result == n.PRECONDITION_NOT_MODIFIED
     assert record.facts().precondition_header == "if-none-match"
 
@@ -451,6 +451,21 @@ def test_serve_as_current_makes_the_record_current_and_ends_it() -> None:
     assert seen == [record]
     assert current_record() is None
     assert sink.ended == [id(record)]
+
+
+def test_untimed_decisions_run_from_the_stat_and_the_first_counts() -> None:
+    record, _ = new()
+    record.stat(10, 20, "/srv/a.txt", 3, "identity")
+    record.precondition(None, None, 30)  # passed, no header: decided at 30
+    record.precondition(n.PRECONDITION_NOT_MODIFIED, "if-none-match", 40)  # too late
+    record.precondition(n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE)  # after the checks
+    facts = record.facts()
+    phases = {phase: (start, end) for phase, start, end in facts.phases}
+    assert phases[n.PHASE_PRECONDITION] == (20, 30)
+    assert (facts.precondition_result, facts.precondition_header) == (
+        n.PRECONDITION_RANGE_IGNORED,
+        n.HEADER_IF_RANGE,
+    )
 
 
 def test_the_sync_form_serves_a_synchronous_framework_the_same_way() -> None:
