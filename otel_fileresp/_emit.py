@@ -146,7 +146,7 @@ def _phase_spans(
     emitted = 1
     for phase, start, end in response.phases:
         child = tracer.start_span(
-            n.PHASE_SPAN_NAMES[phase],
+            n.SPAN_OF_PHASE[phase],
             context=context,
             kind=SpanKind.INTERNAL,
             start_time=wall_offset + start,

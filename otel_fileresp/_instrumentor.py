@@ -45,12 +45,14 @@ _LIFECYCLE_LOCK = threading.RLock()
 
 
 def instrumentor_classes() -> list[type[FileResponseInstrumentor[Any]]]:
-    """Every framework's instrumentor class, from the package's entry points."""
-    found = []
-    for entry_point in metadata.entry_points(group="opentelemetry_instrumentor"):
-        if entry_point.value.startswith(f"{__package__}."):
-            found.append(entry_point.load())
-    return found
+    """Every framework's instrumentor class, from the package's entry points,
+    in the order of their framework names."""
+    found = [
+        entry_point.load()
+        for entry_point in metadata.entry_points(group="opentelemetry_instrumentor")
+        if entry_point.value.startswith(f"{__package__}.")
+    ]
+    return sorted(found, key=lambda instrumentor: str(instrumentor.framework_name))
 
 
 def _nothing() -> None:

@@ -94,14 +94,17 @@ PHASE_OPEN: Final = "open"
 PHASE_THREADPOOL_WAIT: Final = "threadpool.wait"
 PHASE_SEND: Final = "send"
 PHASES: Final = (PHASE_STAT, PHASE_PRECONDITION, PHASE_OPEN, PHASE_THREADPOOL_WAIT, PHASE_SEND)
-PHASE_SPAN_NAMES: Final = {
+#: The span of each phase, in the order of PHASES (``threadpool.wait``: one
+#: span per stat, lookup, open or make_response job).
+SPAN_OF_PHASE: Final = {
     PHASE_STAT: SPAN_STAT,
     PHASE_PRECONDITION: SPAN_PRECONDITION,
     PHASE_OPEN: SPAN_OPEN,
+    PHASE_THREADPOOL_WAIT: SPAN_THREADPOOL_WAIT,
     PHASE_SEND: SPAN_SEND,
 }
-#: The phase of each phase span (the one inverted map of the package).
-PHASE_OF_SPAN: Final = {span: phase for phase, span in PHASE_SPAN_NAMES.items()}
+#: The phase of each phase span: the one inverted map of the package.
+PHASE_OF_SPAN: Final = {span: phase for phase, span in SPAN_OF_PHASE.items()}
 
 
 def phase_duration_attribute(phase: str) -> str:

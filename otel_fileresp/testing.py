@@ -212,7 +212,7 @@ class FileResponseRecorder:
         self.metric_reader = metric_reader
         self._exporter = exporter
         self._in_flight = _InFlight()
-        #: The frameworks instrumented for this recorder.
+        #: The frameworks instrumented for this recorder, by name.
         self.frameworks: list[str] = []
 
     # -- reading -------------------------------------------------------------
@@ -423,7 +423,7 @@ def _recorded(
         phase = n.PHASE_OF_SPAN.get(child.name)
         if phase is not None and child.start_time is not None and child.end_time is not None:
             phases[phase] = (child.end_time - child.start_time) / 1e9
-    for phase in n.PHASE_SPAN_NAMES:
+    for phase in n.PHASES:
         # With phase_spans=false the phases are attributes of the response.
         value = attributes.get(n.phase_duration_attribute(phase))
         if isinstance(value, float):

@@ -65,7 +65,7 @@ def test_starlette_304_does_not_open(fileresp_recorder, tmp_path):
     fileresp_recorder.assert_not_opened(status=304)
     fileresp_recorder.assert_not_opened(lambda r: r.outcome == "not_modified")
     sent, not_modified = fileresp_recorder.responses
-    assert fileresp_recorder.frameworks == ["starlette", "aiohttp"]
+    assert fileresp_recorder.frameworks == ["aiohttp", "starlette"]
     assert (sent.framework, sent.status, sent.outcome, sent.opened) == (
         "starlette", 200, "sent", True
     )
@@ -398,7 +398,7 @@ def test_assertions_wait_for_responses_in_flight(files: Path) -> None:
 
 def test_recording_leaves_no_instrumentation_behind(files: Path) -> None:
     with recording(capture_path="none", phase_spans=False) as recorder:
-        assert recorder.frameworks == ["starlette", "aiohttp"]
+        assert recorder.frameworks == ["aiohttp", "starlette"]
         with serve_asgi(Starlette(routes=[Mount("/s", StaticFiles(directory=str(files)))])) as s:
             assert s.request("GET", "/s/small.txt").status == 200
             [response] = recorder.wait_for(1)

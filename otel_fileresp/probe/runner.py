@@ -68,7 +68,7 @@ TIMED_PHASES: Final = ("response", *n.PHASES)
 SCHEMA: Final = "otel-fileresp-probe"
 SCHEMA_VERSION: Final = 1
 REQUEST_TIMEOUT: Final = 30.0
-_PHASE_BY_SPAN: Final = {**n.PHASE_OF_SPAN, n.SPAN_THREADPOOL_WAIT: n.PHASE_THREADPOOL_WAIT}
+_PHASE_BY_SPAN: Final = n.PHASE_OF_SPAN
 _MOUNT: Final = "/static"
 _HANDLER: Final = "/handler"
 

@@ -19,15 +19,11 @@ from otel_fileresp import _names
 #: Phase names, in the order the report lists them, keyed by span name. The
 #: whole response is the phase ``response``; the others are the values of the
 #: ``fileresp.phase`` metric attribute.
-PHASE_BY_SPAN_NAME: Final[dict[str, str]] = {
-    _names.SPAN_RESPONSE: "response",
-    _names.SPAN_STAT: _names.PHASE_STAT,
-    _names.SPAN_PRECONDITION: _names.PHASE_PRECONDITION,
-    _names.SPAN_OPEN: _names.PHASE_OPEN,
-    _names.SPAN_THREADPOOL_WAIT: _names.PHASE_THREADPOOL_WAIT,
-    _names.SPAN_SEND: _names.PHASE_SEND,
-}
 PHASE_RESPONSE: Final = "response"
+PHASE_BY_SPAN_NAME: Final[dict[str, str]] = {
+    _names.SPAN_RESPONSE: PHASE_RESPONSE,
+    **_names.PHASE_OF_SPAN,
+}
 PHASES: Final[tuple[str, ...]] = tuple(PHASE_BY_SPAN_NAME.values())
 
 #: Framework label for a response without ``fileresp.framework``, and for
