@@ -72,22 +72,14 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   after the response's last byte. From 3.11.10 the send phase also covers the
   headers' preparation after the open, on the loop;
 
-From 3.11.10 aiohttp opens the file before the range and method checks, so
-HEAD, 416 and zero-length responses are ``opened=true`` there (and not on
-3.11.9 and earlier): that is what aiohttp does, and the telemetry says so.
-The close of 3.11.10+ is a deferred executor job after the response's end:
-it is not part of the response.
+``http.response.status_code`` is the status aiohttp sent; when ``prepare``
+raises before any status was sent, the response is ``fileresp.outcome=error``
+with ``error.type`` and no status code. What each release does differently
+(which file opens a HEAD or 416 response, where the close runs, what a
+missing file answers) is in docs/compatibility.md, with the release history
+in CHANGELOG.md.
 
-``http.response.status_code`` is the status aiohttp sent. aiohttp 3.9 sends
-none when a handler's ``FileResponse`` names a missing file or a directory,
-or when the file cannot be opened: the ``OSError`` escapes ``prepare`` and
-aiohttp closes the connection. Those responses are ``fileresp.outcome=error``
-with ``error.type`` (``FileNotFoundError``, ``IsADirectoryError``,
-``PermissionError``) and no status code.
-
-Known gaps: up to 3.9.5 a static route decides 404/403 on the event loop
-before any ``FileResponse`` exists, so those answers have no
-``fileresp.response``. A ``FileResponse`` subclass that overrides ``prepare``
+Known gaps: a ``FileResponse`` subclass that overrides ``prepare``
 is recorded from its ``super().prepare()`` call on. A static route's
 ``FileResponse`` that aiohttp never prepares (a middleware answers with
 another response, or the client left while the lookup ran) is no file
