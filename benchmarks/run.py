@@ -7,11 +7,14 @@
 Sections (``--section``/``--only`` picks some, comma-separated; the default
 runs ``instructions``, ``work``, ``e2e``, ``memory`` and ``quantiles``):
 
-- ``instructions``: the targets of issue 13, with contrib's server
-  middleware as the parent in every mode: instructions per response counted
-  by valgrind (callgrind, two passes), wall time as a secondary figure
-  (``instructions.py``; skipped without valgrind and gcc). Runs on its own
-  in a few minutes: ``python3 dev.py bench --section instructions``;
+- ``instructions``: every figure of issue 18's table (m1 the app alone, m2
+  with contrib's middleware, m3 with this package; m4, m5 recorded; the
+  SDK calls we make, replayed; both denominators; no SDK; non-file; A/A),
+  in one markdown table with goals and met marks: instructions per
+  response counted by valgrind (callgrind, two passes), wall time as a
+  secondary figure (``instructions.py``; skipped without valgrind and gcc).
+  Runs on its own in about 10 minutes on 2 cores:
+  ``python3 dev.py bench --section instructions``;
 - ``work``: worker-pool jobs, file-system calls and Python function calls per
   response, instrumented / not (``work.py``);
 - ``e2e``: uvicorn + contrib ASGI middleware and aiohttp + contrib
