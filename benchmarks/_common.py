@@ -49,7 +49,9 @@ def make_site(root: Path) -> Path:
     (the ``instructions`` section's, as in issue 18) and a 1 MiB file."""
     root.mkdir(parents=True, exist_ok=True)
     (root / SMALL_FILE).write_bytes(bytes(range(256)) * (SMALL_SIZE // 256))
-    (root / FILE_100K).write_bytes((bytes(range(256)) * (FILE_100K_SIZE // 256 + 1))[:FILE_100K_SIZE])
+    (root / FILE_100K).write_bytes(
+        (bytes(range(256)) * (FILE_100K_SIZE // 256 + 1))[:FILE_100K_SIZE]
+    )
     (root / "big.bin").write_bytes(bytes(range(256)) * 4096)
     for path in root.iterdir():
         os.utime(path, (MTIME, MTIME))

@@ -451,7 +451,9 @@ class Capture:
 
         original_record = Histogram.record
 
-        def record(instrument: Any, amount: float, attributes: Any = None, context: Any = None) -> Any:
+        def record(
+            instrument: Any, amount: float, attributes: Any = None, context: Any = None
+        ) -> Any:
             if instrument.instrumentation_scope.name == SCOPE:
                 capture.result.metrics.append((instrument, amount, attributes, context))
             return original_record(instrument, amount, attributes, context)

@@ -655,10 +655,10 @@ class Figure:
         if self.goal is None:
             return "(shown)"
         if self.kilo:
-            return f"≤ {self.goal / 1000:,.0f} k"
+            return f"<= {self.goal / 1000:,.0f} k"
         if self.percent:
-            return f"≤ {self.goal * 100:.1f} %"
-        return f"≤ {self.goal}"
+            return f"<= {self.goal * 100:.1f} %"
+        return f"<= {self.goal}"
 
 
 Of = Callable[[str], float]  # instructions (or seconds) per response of a mode
@@ -753,7 +753,7 @@ ROWS: tuple[Row, ...] = (
     Row("m3: + this package (default settings), unsampled", "sdk", lambda of: of(M3), kilo=True),
     Row("m4: m2 recorded (sampled parent)", "sdk", lambda of: of(M4), kilo=True),
     Row("m5: m3 recorded (sampled parent)", "sdk", lambda of: of(M5), kilo=True),
-    Row("m3 − m2: added by this package, unsampled", "sdk", _added, kilo=True),
+    Row("m3 - m2: added by this package, unsampled", "sdk", _added, kilo=True),
     Row(
         "of it: the SDK's `Histogram.record` calls we make (replayed, same SDK)",
         "sdk",
@@ -761,31 +761,31 @@ ROWS: tuple[Row, ...] = (
         kilo=True,
     ),
     Row(
-        "**our own work**: m3 − m2 − the SDK calls we make",
+        "**our own work**: m3 - m2 - the SDK calls we make",
         "sdk",
         _own_work,
         _goal(TARGET_OWN_WORK),
         kilo=True,
     ),
     Row(
-        "**(m3 − m2) / m1** (denominator: the app alone)",
+        "**(m3 - m2) / m1** (denominator: the app alone)",
         "sdk",
         lambda of: _added(of) / of(M1),
         lambda framework, kind: TARGET_OVER_APP[(framework, kind)],
     ),
     Row(
-        "**(m3 − m2) / (m2 − m1)** (denominator: what contrib's middleware adds)",
+        "**(m3 - m2) / (m2 - m1)** (denominator: what contrib's middleware adds)",
         "sdk",
         lambda of: _added(of) / (of(M2) - of(M1)),
         _goal(TARGET_OVER_CONTRIB),
     ),
     Row(
-        "(m3 − m2) / m2 (denominator: the app with contrib's middleware)",
+        "(m3 - m2) / m2 (denominator: the app with contrib's middleware)",
         "sdk",
         lambda of: _added(of) / of(M2),
     ),
     Row(
-        "(m5 − m4) − (m3 − m2): what recording adds to this package's cost",
+        "(m5 - m4) - (m3 - m2): what recording adds to this package's cost",
         "sdk",
         _recorded,
         kilo=True,
@@ -797,13 +797,13 @@ ROWS: tuple[Row, ...] = (
         kilo=True,
     ),
     Row(
-        "**recorded: ((m5 − m4) − (m3 − m2)) / the span calls replayed**",
+        "**recorded: ((m5 - m4) - (m3 - m2)) / the span calls replayed**",
         "sdk",
         lambda of: _recorded(of) / _replayed(of, "replay"),
         _goal(TARGET_OVER_REPLAY),
     ),
     Row(
-        "of the numerator: exemplars of our metric calls (replayed sampled − unsampled)",
+        "of the numerator: exemplars of our metric calls (replayed sampled - unsampled)",
         "sdk",
         _exemplars,
         kilo=True,
@@ -1020,8 +1020,7 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
             detail,
         )
         + "\n\nWhat the replays replay (the calls this package made for one recorded, "
-        "and one unsampled, response):\n\n"
-        + table(["framework", "response", "calls"], captured)
+        "and one unsampled, response):\n\n" + table(["framework", "response", "calls"], captured)
     )
     return text, checks
 
