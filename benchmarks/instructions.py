@@ -862,6 +862,18 @@ ROWS: tuple[Row, ...] = (
         digits=3,
     ),
     Row(
+        "no SDK, no contrib middleware: added by this package",
+        "nosdk",
+        lambda of: of("ours_nomw_nosdk") - of("nomw_nosdk"),
+        kilo=True,
+    ),
+    Row(
+        "of it: the patch points alone (wrapt wrappers calling through)",
+        "nosdk",
+        lambda of: of("patches_nomw_nosdk") - of("nomw_nosdk"),
+        kilo=True,
+    ),
+    Row(
         "no SDK, with contrib's middleware: with / without this package",
         "nosdk",
         lambda of: of("ours_nosdk") / of("bare_nosdk"),
