@@ -714,7 +714,7 @@ def sdk_calls(entry: dict[str, Any]) -> tuple[float, float]:
 
 
 def _k(value: float) -> str:
-    return f"{value / 1000:,.1f} k"
+    return f"{round(value / 1000, 1) or 0.0:,.1f} k"  # no "-0.0"
 
 
 def breakdown_table(result: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """Overhead benchmarks of otel_fileresp: one command, one process run.
 
     python3 dev.py bench                # from a fresh clone: own virtualenv, full run
-    python benchmarks/run.py            # full run (about 20 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 25 minutes on 2 cores)
     python benchmarks/run.py --quick    # routine run: fewer rounds and responses
 
 Sections (``--section``/``--only`` picks some, comma-separated; the default
@@ -14,7 +14,7 @@ runs ``instructions``, ``profile``, ``work``, ``e2e``, ``memory`` and
   in one markdown table with goals and met marks: instructions per
   response counted by valgrind (callgrind, two passes), wall time as a
   secondary figure (``instructions.py``; skipped without valgrind and gcc).
-  Runs on its own in about 10 minutes on 2 cores:
+  Runs on its own in 7 to 8 minutes on 2 shared cores:
   ``python3 dev.py bench --section instructions``;
 - ``work``: worker-pool jobs, file-system calls and Python function calls per
   response, instrumented / not (``work.py``);
@@ -30,7 +30,7 @@ runs ``instructions``, ``profile``, ``work``, ``e2e``, ``memory`` and
   decision, emission, guards) and function by function, from
   ``callgrind_annotate --inclusive=yes``, the SDK's ``Histogram.record``
   apart, and the C-level work (wrapt, ContextVar, ``perf_counter_ns``,
-  objects made) instrumented less not (``per_function.py``; about 3
+  objects made) instrumented less not (``per_function.py``; about 2
   minutes);
 - ``micro`` (only when asked for): issue 6's in-process wall-time modes,
   interleaved A/B, without contrib's middleware (``micro.py``);
