@@ -5,7 +5,8 @@ versions directory).
 
     python3 dev.py test    # the whole suite over the framework and Python matrix (nox)
     python3 dev.py demo    # real servers, real requests, printed span trees
-    python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~20 min
+    python3 dev.py bench   # overhead benchmarks (docs/performance.md), ~25 min
+                           # (--section instructions: issue 18's table, ~8 min)
 
 Each command creates (or reuses) its own virtualenv under ``.venvs/``.
 Extra arguments after ``test`` go to nox, e.g. ``python3 dev.py test -s lint``

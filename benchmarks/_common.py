@@ -37,14 +37,21 @@ TRACEPARENT_UNSAMPLED = f"00-{TRACE_ID}-{PARENT_ID}-00"
 
 SMALL_FILE = "small.txt"
 SMALL_SIZE = 4096
+# issue 18's file: 100 kB (two reads in Starlette, one sendfile in aiohttp)
+FILE_100K = "100k.bin"
+FILE_100K_SIZE = 100_000
 # aiohttp/Starlette ETag-independent: a fixed mtime makes runs comparable.
 MTIME = 1_600_000_000
 
 
 def make_site(root: Path) -> Path:
-    """The files served: a 4 KiB file (one read in Starlette) and a 1 MiB file."""
+    """The files served: a 4 KiB file (one read in Starlette), a 100 kB file
+    (the ``instructions`` section's, as in issue 18) and a 1 MiB file."""
     root.mkdir(parents=True, exist_ok=True)
     (root / SMALL_FILE).write_bytes(bytes(range(256)) * (SMALL_SIZE // 256))
+    (root / FILE_100K).write_bytes(
+        (bytes(range(256)) * (FILE_100K_SIZE // 256 + 1))[:FILE_100K_SIZE]
+    )
     (root / "big.bin").write_bytes(bytes(range(256)) * 4096)
     for path in root.iterdir():
         os.utime(path, (MTIME, MTIME))

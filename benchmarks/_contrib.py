@@ -34,7 +34,7 @@ TRACEPARENTS = {
     "unsampled": f"00-{TRACE_ID}-{PARENT_ID}-00",
     "sampled": f"00-{TRACE_ID}-{PARENT_ID}-01",
 }
-FILE = "/static/small.txt"
+FILE = "/static/100k.bin"  # _common.FILE_100K (not imported: _common imports the SDK)
 NONFILE = "/work"  # a sync Starlette endpoint; an aiohttp handler using the executor
 
 
@@ -367,12 +367,22 @@ class SpanCalls:
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     spans: int = 0
+    # the SDK ``Histogram.record`` calls on this package's instruments, in
+    # order: ``(instrument, amount, attributes, context)`` as passed
+    metrics: list[tuple[Any, float, Any, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         kinds: dict[str, int] = {}
         for call in self.calls:
             kinds[call[0]] = kinds.get(call[0], 0) + 1
         return ", ".join(f"{kind} {count}" for kind, count in kinds.items())
+
+    def metrics_summary(self) -> str:
+        return ", ".join(
+            f"{instrument.name}({len(attributes or ())} attributes"
+            f"{', a context' if context is not None else ''})"
+            for instrument, _, attributes, context in self.metrics
+        )
 
 
 _SPAN_METHODS = (
@@ -392,7 +402,9 @@ class Capture:
     package's scope (the SDK's ``Tracer.start_span`` and its ``Span``
     methods, patched on the classes; a call made from inside another
     recorded call, such as ``set_attribute`` calling ``set_attributes``, is
-    not recorded twice)."""
+    not recorded twice), and every ``Histogram.record`` call on an
+    instrument of this package's scope (the SDK's ``Histogram``, patched on
+    the class)."""
 
     def __init__(self) -> None:
         from opentelemetry.sdk import trace as sdk_trace
@@ -434,6 +446,19 @@ class Capture:
         self._patch(sdk.Tracer, "start_span", start_span)
         for method in _SPAN_METHODS:
             self._patch(sdk.Span, method, self._recording(method, getattr(sdk.Span, method)))
+
+        from opentelemetry.sdk.metrics._internal.instrument import Histogram
+
+        original_record = Histogram.record
+
+        def record(
+            instrument: Any, amount: float, attributes: Any = None, context: Any = None
+        ) -> Any:
+            if instrument.instrumentation_scope.name == SCOPE:
+                capture.result.metrics.append((instrument, amount, attributes, context))
+            return original_record(instrument, amount, attributes, context)
+
+        self._patch(Histogram, "record", record)
         return self
 
     def _recording(self, method: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -518,5 +543,19 @@ def replayer(tracer: Any, calls: SpanCalls) -> Callable[[], None]:
                     contexts[index] = set_span_in_context(span)
             else:
                 getattr(spans[index], a)(*b, **c)
+
+    return replay
+
+
+def metric_replayer(calls: SpanCalls) -> Callable[[], None]:
+    """One response's ``Histogram.record`` calls made straight against the
+    SDK: the same instruments (so the same meter provider, views and
+    series), amounts, attribute mappings and contexts, no code of this
+    package."""
+    program = tuple(calls.metrics)
+
+    def replay() -> None:
+        for instrument, amount, attributes, context in program:
+            instrument.record(amount, attributes, context=context)
 
     return replay

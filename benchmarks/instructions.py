@@ -1,28 +1,39 @@
-"""Instructions per response, under contrib's server instrumentation, counted
-by valgrind; wall time as a secondary figure.
+"""Instructions per response, counted by valgrind, for the figures of issue
+18's table; wall time as a secondary figure.
 
-Every mode runs with contrib's middleware as the request's parent (the
-asgi ``OpenTelemetryMiddleware`` for Starlette, the aiohttp-server
-middleware for aiohttp), except ``nomw``, the same app without it:
+Every figure is per response, in four cases: Starlette (``StaticFiles``)
+and aiohttp (``web.static``) serving a 100 kB file (200) and its 304. The
+names are the issue's: **m1** the app alone (``nomw``), **m2** with
+contrib's middleware and an unsampled parent (``bare_unsampled``), **m3**
+with this package too (``ours_unsampled``), **m4** and **m5** the same
+two with a sampled parent (``bare_sampled``, ``ours_sampled``). The modes:
 
-- ``nomw``: no middleware, not instrumented;
-- ``bare_unsampled``, ``bare_unsampled_again`` (A/A): contrib's middleware
-  only, unsampled parent; ``bare_sampled``: the same, sampled parent;
+- ``nomw``: the app without contrib's middleware, not instrumented;
+- ``bare_unsampled``, ``bare_unsampled_again`` (A/A), ``bare_sampled``: with
+  contrib's middleware (the asgi ``OpenTelemetryMiddleware`` for Starlette,
+  the aiohttp-server middleware for aiohttp) as the request's parent;
 - ``ours_unsampled``, ``ours_sampled``: the same with this package
   instrumented, default settings (``instrument()`` with no arguments);
 - ``ours_nometrics_unsampled``, ``ours_nometrics_sampled``: this package
-  with a no-op meter provider, so that the span path can be told from the
-  metric updates (whose exemplars cost more under a sampled parent);
+  with a no-op meter provider (its spans without its metrics);
 - ``replay``: no app: the span calls this package made for one recorded
   response (captured from ``ours_sampled``: every ``start_span`` with its
-  name, parent, kind, attributes and timestamps, every ``set_attribute(s)``,
-  ``set_status``, ``end``), made straight against the SDK;
-- ``bare_nosdk``, ``bare_nosdk_again``, ``ours_nosdk``: another process in
-  which ``opentelemetry.sdk`` cannot be imported (the API alone, as when the
-  SDK is not installed); unsampled parent; and ``patches_nosdk``: this
-  package's patch points (found as the wrapt wrappers ``instrument()``
-  installs) wrapped instead, with wrapt, by wrappers that only call through:
-  what the patching costs before any of this package's logic;
+  name, parent, kind, attributes and explicit timestamps, every
+  ``set_attribute(s)``, ``set_status``, ``end``), made straight against the
+  SDK; ``replay_metrics`` and ``replay_metrics_sampled``: the
+  ``Histogram.record`` calls this package made for one unsampled (one
+  recorded) response, the same instruments, amounts, attributes and
+  context, made straight against the same SDK; ``replay_none``: a replay
+  of nothing, subtracted from each replay (its batch loop and settling
+  sleep);
+- ``nomw_nosdk``, ``nomw_nosdk_again``, ``ours_nomw_nosdk``,
+  ``patches_nomw_nosdk``: processes in which ``opentelemetry.sdk`` cannot
+  be imported (the API alone, as when the SDK is not installed), the app
+  without contrib's middleware: alone, with this package, and with this
+  package's patch points (the wrapt wrappers ``instrument()`` installs)
+  wrapped instead by wrapt wrappers that only call through (what the
+  patching costs before any of this package's logic); ``bare_nosdk``,
+  ``ours_nosdk``, ``patches_nosdk``: the same with contrib's middleware;
 - the non-file request (a sync Starlette endpoint, run by anyio's
   ``run_sync``; an aiohttp handler awaiting ``loop.run_in_executor``):
   ``bare_*`` and ``ours_*`` as above.
@@ -85,25 +96,26 @@ FILE_KINDS = ("200", "304")
 @dataclass(frozen=True)
 class Mode:
     name: str
-    app: str | None  # "mw", "nomw", or None (replay)
+    app: str | None  # "mw", "nomw", or None (a replay)
     sampling: str
     ours: bool
 
 
 def _mode(name: str) -> Mode:
-    if name == "replay":
-        return Mode(name, None, "sampled", False)
-    if name == "nomw":
-        return Mode(name, "nomw", "unsampled", False)
+    """``replay*``: no app; ``*nomw*``: the app without contrib's middleware;
+    ``ours*``: this package instrumented; ``*_sampled``: a sampled parent."""
+    if name.startswith("replay"):
+        return Mode(name, None, "unsampled" if name == "replay_metrics" else "sampled", False)
     parts = [p for p in name.split("_") if p != "again"]
-    who, sampling = parts[0], parts[-1]
-    return Mode(name, "mw", "unsampled" if sampling == "nosdk" else sampling, who == "ours")
+    app = "nomw" if "nomw" in parts else "mw"
+    return Mode(name, app, "sampled" if parts[-1] == "sampled" else "unsampled", parts[0] == "ours")
 
 
 # The modes of each process: (sdk or nosdk, bare or ours) -> request kind -> modes.
 # A process is instrumented once, before its apps are made, and stays so (as
 # in production): no mode runs after an uninstrument(), whose leftovers (call
 # sites the interpreter has stopped specialising, say) would be counted.
+REPLAYS = ("replay", "replay_metrics", "replay_metrics_sampled", "replay_none")
 ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("sdk", "bare"): {
         "200": ("nomw", "bare_unsampled", "bare_unsampled_again", "bare_sampled"),
@@ -111,19 +123,22 @@ ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
         "nonfile": ("bare_unsampled", "bare_unsampled_again", "bare_sampled"),
     },
     ("sdk", "ours"): {
-        "200": ("ours_unsampled", "ours_sampled", "replay"),
-        "304": ("ours_unsampled", "ours_sampled", "replay"),
+        "200": ("ours_unsampled", "ours_sampled", *REPLAYS),
+        "304": ("ours_unsampled", "ours_sampled", *REPLAYS),
         "nonfile": ("ours_unsampled", "ours_sampled"),
     },
     # this package with a no-op meter provider: its spans without its metrics
     ("sdk", "nometrics"): {
         kind: ("ours_nometrics_unsampled", "ours_nometrics_sampled") for kind in FILE_KINDS
     },
-    ("nosdk", "bare"): {kind: ("bare_nosdk", "bare_nosdk_again") for kind in FILE_KINDS},
-    ("nosdk", "ours"): {kind: ("ours_nosdk",) for kind in FILE_KINDS},
+    # no SDK: the app alone (issue 18's figure) and with contrib's middleware
+    ("nosdk", "bare"): {
+        kind: ("nomw_nosdk", "nomw_nosdk_again", "bare_nosdk") for kind in FILE_KINDS
+    },
+    ("nosdk", "ours"): {kind: ("ours_nomw_nosdk", "ours_nosdk") for kind in FILE_KINDS},
     # this package's patch points wrapped (with wrapt) by call-through
     # wrappers: the patching's own cost, before any of the package's logic
-    ("nosdk", "patches"): {kind: ("patches_nosdk",) for kind in FILE_KINDS},
+    ("nosdk", "patches"): {kind: ("patches_nomw_nosdk", "patches_nosdk") for kind in FILE_KINDS},
 }
 
 
@@ -149,12 +164,19 @@ SETTLE = 0.01
 _LABEL = re.compile(r"^desc: Trigger: Client Request: (\S+) (\S+) (\S+) (\S+) (\d+)$")
 _TOTALS = re.compile(r"^totals: (\d+)")
 
-# The targets of issue 13, in instructions per response.
-TARGET_ADDED_UNSAMPLED = {"200": 0.20, "304": 0.30}
-TARGET_OVER_CONTRIB = 0.50
+# The targets of issue 18, in instructions per response.
+TARGET_OWN_WORK = 80_000
+TARGET_OVER_APP = {
+    ("starlette", "200"): 0.15,
+    ("starlette", "304"): 0.38,
+    ("aiohttp", "200"): 0.15,
+    ("aiohttp", "304"): 0.30,
+}
+TARGET_OVER_CONTRIB = 0.40
 TARGET_OVER_REPLAY = 1.15
-TARGET_NOSDK = {"starlette": 1.03, "aiohttp": 1.05}
-TARGET_NONFILE = 1.01
+TARGET_NOSDK = 1.02
+TARGET_NONFILE = 1.005
+TARGET_SPREAD = 0.005
 
 
 def missing_tools() -> list[str]:
@@ -183,6 +205,10 @@ class _Counter:
     def dump(self, label: str) -> None:
         if self._lib:
             self._lib.fileresp_dump(label.encode("ascii"))
+
+
+def _nothing() -> None:
+    return None
 
 
 class _Child:
@@ -217,7 +243,7 @@ class _Child:
         tag = "sdk" if sdk else "nosdk"
         role = "patches" if patches else "nometrics" if nometrics else "ours" if ours else "bare"
         self.modes = _both(tag) if self.toggle else ROLES[(tag, role)]
-        self.replays: dict[str, Callable[[], None]] = {}
+        self.replays: dict[tuple[str, str], Callable[[], None]] = {}
         self.captured: dict[str, str] = {}
         self.etag = ""
 
@@ -225,7 +251,7 @@ class _Child:
         if not self.toggle and mode.app is not None and bool(mode.ours) != bool(self.ours):
             raise RuntimeError(f"{mode.name} in a process where ours={self.ours}")
         if mode.app is None:
-            replay = self.replays[kind]
+            replay = self.replays[(mode.name, kind)]
 
             async def run(count: int) -> None:
                 for _ in range(count):
@@ -251,22 +277,36 @@ class _Child:
                     self._instrument(False)
 
     async def _capture(self, kind: str) -> None:
-        """The span calls of one recorded response, and its replayer."""
+        """The span and metric calls of one recorded response, and those of
+        one unsampled response; their replayers."""
         assert self.telemetry is not None
-        run = self.batch(kind, _mode("ours_sampled"))
-        await run(3)
-        await asyncio.sleep(SETTLE)
-        before = self.telemetry.ours()
-        with self.c.Capture() as capture:
-            await run(1)
-            await asyncio.sleep(SETTLE)
-        exported = self.telemetry.ours() - before
-        calls = capture.result
-        if calls.spans != exported or not calls.spans:
-            raise RuntimeError(f"captured {calls.spans} spans, {exported} exported")
         tracer = self.telemetry.tracer_provider.get_tracer("benchmark.replay")
-        self.replays[kind] = self.c.replayer(tracer, calls)
-        self.captured[kind] = f"{calls.spans} spans: {calls.summary()}"
+        # a replay of nothing: what a replay batch costs besides its calls
+        self.replays[("replay_none", kind)] = _nothing
+        for sampling in ("sampled", "unsampled"):
+            run = self.batch(kind, _mode(f"ours_{sampling}"))
+            await run(3)
+            await asyncio.sleep(SETTLE)
+            before = self.telemetry.ours()
+            with self.c.Capture() as capture:
+                await run(1)
+                await asyncio.sleep(SETTLE)
+            exported = self.telemetry.ours() - before
+            calls = capture.result
+            if calls.spans != exported or bool(calls.spans) != (sampling == "sampled"):
+                raise RuntimeError(f"{sampling}: captured {calls.spans} spans, {exported} exported")
+            if not calls.metrics:
+                raise RuntimeError(f"{sampling}: no metric call captured")
+            metrics = f"{len(calls.metrics)} `Histogram.record`: {calls.metrics_summary()}"
+            if sampling == "sampled":
+                self.replays[("replay", kind)] = self.c.replayer(tracer, calls)
+                self.replays[("replay_metrics_sampled", kind)] = self.c.metric_replayer(calls)
+                self.captured[f"{kind} sampled"] = (
+                    f"{calls.spans} spans: {calls.summary()}; {metrics}"
+                )
+            else:
+                self.replays[("replay_metrics", kind)] = self.c.metric_replayer(calls)
+                self.captured[f"{kind} unsampled"] = metrics
 
     async def stop(self) -> None:
         await self.apps.stop()
@@ -580,20 +620,45 @@ def _fmt(value: float) -> str:
 
 @dataclass
 class Figure:
+    """One figure of the targets table for one case; ``values``: one per pass."""
+
     name: str
     framework: str
     kind: str
-    values: list[float]  # one per pass
+    values: list[float]
     goal: float | None
     digits: int = 2
     wall: float | None = None  # the same figure from wall time (median of rounds)
+    kilo: bool = False  # instructions, shown in thousands (wall: µs)
+    percent: bool = False  # a spread, shown in %
 
     @property
     def value(self) -> float:
-        return max(self.values)  # the less favourable pass
+        """A checked figure: the less favourable pass; a figure only shown:
+        the mean of the passes."""
+        if self.goal is None:
+            return statistics.fmean(self.values)
+        return max(self.values)
 
     def met(self) -> bool | None:
         return None if self.goal is None else self.value <= self.goal
+
+    def text(self, value: float | None = None, extra: int = 0) -> str:
+        value = self.value if value is None else value
+        if self.kilo:
+            return f"{value / 1000:,.{extra}f} k"
+        if self.percent:
+            return f"{value * 100:.{2 + extra}f} %"
+        return f"{value:.{self.digits + extra}f}"
+
+    def goal_text(self) -> str:
+        if self.goal is None:
+            return "(shown)"
+        if self.kilo:
+            return f"<= {self.goal / 1000:,.0f} k"
+        if self.percent:
+            return f"<= {self.goal * 100:.1f} %"
+        return f"<= {self.goal}"
 
 
 Of = Callable[[str], float]  # instructions (or seconds) per response of a mode
@@ -609,174 +674,286 @@ def _wall_figure(
     rounds = len(next(iter(times.values())))
     try:
         values = [f(lambda mode, i=i: times[mode][i]) for i in range(rounds)]  # type: ignore[misc]
-    except KeyError:  # a mode counted only (patches_nosdk)
+    except KeyError:  # a mode counted only (the replays, patches_nosdk)
         return None
     return statistics.median(values)
 
 
-def _figure(
-    result: Result,
-    key: tuple[str, str, str],
-    name: str,
-    f: Callable[[Of], float],
-    goal: float | None,
-    digits: int = 2,
-) -> Figure:
-    framework, _, kind = key
+@dataclass(frozen=True)
+class Row:
+    """A row of the targets table: its name, the figure from a case's modes
+    (``of(mode)``: instructions per response), and its goal per case."""
+
+    name: str
+    sdk: str
+    f: Callable[[Of], float]
+    goal: Callable[[str, str], float | None] = lambda framework, kind: None
+    digits: int = 2
+    kilo: bool = False
+    kinds: tuple[str, ...] = FILE_KINDS
+    # a figure that depends on the case (its goal, say): made per case
+    per_case: Callable[[str, str], Callable[[Of], float]] | None = None
+
+
+def _figure(result: Result, framework: str, kind: str, row: Row) -> Figure:
+    key = (framework, row.sdk, kind)
+    f = row.per_case(framework, kind) if row.per_case else row.f
     values = []
     for repeat in range(1, PASSES + 1):
         values.append(f(lambda mode, r=repeat: result.counts[(*key, mode, r)]))  # type: ignore[misc]
-    return Figure(name, framework, kind, values, goal, digits, _wall_figure(result, key, f))
+    return Figure(
+        row.name,
+        framework,
+        kind,
+        values,
+        row.goal(framework, kind),
+        row.digits,
+        _wall_figure(result, key, f),
+        row.kilo,
+    )
 
 
-def _added_over_bare(sampling: str) -> Callable[[Of], float]:
-    def f(of: Of) -> float:
-        return (of(f"ours_{sampling}") - of(f"bare_{sampling}")) / of(f"bare_{sampling}")
-
-    return f
-
-
-def _added_over_contrib(sampling: str) -> Callable[[Of], float]:
-    def f(of: Of) -> float:
-        contrib = of(f"bare_{sampling}") - of("nomw")
-        return (of(f"ours_{sampling}") - of(f"bare_{sampling}")) / contrib
-
-    return f
+# The figures, in the names of issue 18: m1 the app alone, m2 with contrib's
+# middleware (unsampled parent), m3 with this package too; m4, m5 the same
+# recorded (sampled parent).
+M1, M2, M3, M4, M5 = "nomw", "bare_unsampled", "ours_unsampled", "bare_sampled", "ours_sampled"
 
 
-def _span_path_over_replay(ours: str) -> Callable[[Of], float]:
-    """What recording adds to this package's unsampled cost, over the SDK's
-    cost of the same span calls (``replay``); ``ours``: ``ours`` (default
-    settings) or ``ours_nometrics`` (no-op meter provider: the spans alone)."""
-
-    def f(of: Of) -> float:
-        sampled = of(f"{ours}_sampled") - of("bare_sampled")
-        unsampled = of(f"{ours}_unsampled") - of("bare_unsampled")
-        return (sampled - unsampled) / of("replay")
-
-    return f
+def _replayed(of: Of, mode: str) -> float:
+    """A replay's count less that of a replay of nothing (the batch's loop
+    and its settling sleep)."""
+    return of(mode) - of("replay_none")
 
 
-def _metrics_over_bare(sampling: str) -> Callable[[Of], float]:
-    def f(of: Of) -> float:
-        metrics = of(f"ours_{sampling}") - of(f"ours_nometrics_{sampling}")
-        return metrics / of(f"bare_{sampling}")
-
-    return f
+def _added(of: Of) -> float:
+    return of(M3) - of(M2)
 
 
-def _ours_over_bare(sampling: str) -> Callable[[Of], float]:
-    def f(of: Of) -> float:
-        return of(f"ours_{sampling}") / of(f"bare_{sampling}")
+def _own_work(of: Of) -> float:
+    return _added(of) - _replayed(of, "replay_metrics")
 
-    return f
+
+def _recorded(of: Of) -> float:
+    return (of(M5) - of(M4)) - _added(of)
+
+
+def _exemplars(of: Of) -> float:
+    return _replayed(of, "replay_metrics_sampled") - _replayed(of, "replay_metrics")
+
+
+def _nometrics_recorded(of: Of) -> float:
+    added = of("ours_nometrics_unsampled") - of(M2)
+    return (of("ours_nometrics_sampled") - of(M4)) - added
+
+
+def _room_over_app(framework: str, kind: str) -> Callable[[Of], float]:
+    goal = TARGET_OVER_APP[(framework, kind)]
+    return lambda of: goal * of(M1) - _replayed(of, "replay_metrics")
+
+
+def _room_over_contrib(framework: str, kind: str) -> Callable[[Of], float]:
+    return lambda of: TARGET_OVER_CONTRIB * (of(M2) - of(M1)) - _replayed(of, "replay_metrics")
+
+
+def _unused(of: Of) -> float:
+    raise AssertionError("a per-case row")
+
+
+def _goal(value: float) -> Callable[[str, str], float]:
+    return lambda framework, kind: value
+
+
+ROWS: tuple[Row, ...] = (
+    Row("m1: the app alone", "sdk", lambda of: of(M1), kilo=True),
+    Row("m2: + contrib's middleware, unsampled parent", "sdk", lambda of: of(M2), kilo=True),
+    Row("m3: + this package (default settings), unsampled", "sdk", lambda of: of(M3), kilo=True),
+    Row("m4: m2 recorded (sampled parent)", "sdk", lambda of: of(M4), kilo=True),
+    Row("m5: m3 recorded (sampled parent)", "sdk", lambda of: of(M5), kilo=True),
+    Row("m3 - m2: added by this package, unsampled", "sdk", _added, kilo=True),
+    Row(
+        "of it: the SDK's `Histogram.record` calls we make (replayed, same SDK)",
+        "sdk",
+        lambda of: _replayed(of, "replay_metrics"),
+        kilo=True,
+    ),
+    Row(
+        "**our own work**: m3 - m2 - the SDK calls we make",
+        "sdk",
+        _own_work,
+        _goal(TARGET_OWN_WORK),
+        kilo=True,
+    ),
+    Row(
+        "**(m3 - m2) / m1** (denominator: the app alone)",
+        "sdk",
+        lambda of: _added(of) / of(M1),
+        lambda framework, kind: TARGET_OVER_APP[(framework, kind)],
+    ),
+    Row(
+        "**(m3 - m2) / (m2 - m1)** (denominator: what contrib's middleware adds)",
+        "sdk",
+        lambda of: _added(of) / (of(M2) - of(M1)),
+        _goal(TARGET_OVER_CONTRIB),
+    ),
+    Row(
+        "room for our own work under the m1 goal: goal x m1 - the SDK calls we make",
+        "sdk",
+        _unused,
+        kilo=True,
+        per_case=_room_over_app,
+    ),
+    Row(
+        "room under the (m2 - m1) goal: 0.40 x (m2 - m1) - the SDK calls we make",
+        "sdk",
+        _unused,
+        kilo=True,
+        per_case=_room_over_contrib,
+    ),
+    Row(
+        "(m3 - m2) / m2 (denominator: the app with contrib's middleware)",
+        "sdk",
+        lambda of: _added(of) / of(M2),
+    ),
+    Row(
+        "(m5 - m4) - (m3 - m2): what recording adds to this package's cost",
+        "sdk",
+        _recorded,
+        kilo=True,
+    ),
+    Row(
+        "the SDK's own cost of the same span calls (replayed)",
+        "sdk",
+        lambda of: _replayed(of, "replay"),
+        kilo=True,
+    ),
+    Row(
+        "**recorded: ((m5 - m4) - (m3 - m2)) / the span calls replayed**",
+        "sdk",
+        lambda of: _recorded(of) / _replayed(of, "replay"),
+        _goal(TARGET_OVER_REPLAY),
+    ),
+    Row(
+        "of the numerator: exemplars of our metric calls (replayed sampled - unsampled)",
+        "sdk",
+        _exemplars,
+        kilo=True,
+    ),
+    Row(
+        "recorded / (span calls replayed + exemplars replayed)",
+        "sdk",
+        lambda of: _recorded(of) / (_replayed(of, "replay") + _exemplars(of)),
+    ),
+    Row(
+        "recorded with a no-op meter provider (spans only) / span calls replayed",
+        "sdk",
+        lambda of: _nometrics_recorded(of) / _replayed(of, "replay"),
+    ),
+    Row(
+        "**no SDK installed, no contrib middleware: with / without this package**",
+        "nosdk",
+        lambda of: of("ours_nomw_nosdk") / of("nomw_nosdk"),
+        _goal(TARGET_NOSDK),
+        digits=3,
+    ),
+    Row(
+        "of it: the patch points alone (call-through wrapt wrappers) / without",
+        "nosdk",
+        lambda of: of("patches_nomw_nosdk") / of("nomw_nosdk"),
+        digits=3,
+    ),
+    Row(
+        "no SDK, no contrib middleware: added by this package",
+        "nosdk",
+        lambda of: of("ours_nomw_nosdk") - of("nomw_nosdk"),
+        kilo=True,
+    ),
+    Row(
+        "of it: the patch points alone (wrapt wrappers calling through)",
+        "nosdk",
+        lambda of: of("patches_nomw_nosdk") - of("nomw_nosdk"),
+        kilo=True,
+    ),
+    Row(
+        "no SDK, with contrib's middleware: with / without this package",
+        "nosdk",
+        lambda of: of("ours_nosdk") / of("bare_nosdk"),
+        digits=3,
+    ),
+    Row(
+        "**non-file request, contrib's middleware, unsampled: with / without**",
+        "sdk",
+        lambda of: of(M3) / of(M2),
+        _goal(TARGET_NONFILE),
+        digits=4,
+        kinds=("nonfile",),
+    ),
+    Row(
+        "non-file request, sampled parent: with / without",
+        "sdk",
+        lambda of: of(M5) / of(M4),
+        digits=3,
+        kinds=("nonfile",),
+    ),
+)
 
 
 def figures(result: Result) -> list[Figure]:
     """Every figure of the targets table, by framework and response."""
-    found: list[Figure] = []
-    for framework in FRAMEWORKS:
-        for kind in FILE_KINDS:
-            key = (framework, "sdk", kind)
-            found += [
-                _figure(
-                    result,
-                    key,
-                    "added unsampled / bare",
-                    _added_over_bare("unsampled"),
-                    TARGET_ADDED_UNSAMPLED[kind],
-                ),
-                _figure(
-                    result,
-                    key,
-                    "added unsampled / contrib's added unsampled",
-                    _added_over_contrib("unsampled"),
-                    TARGET_OVER_CONTRIB,
-                ),
-                _figure(
-                    result,
-                    key,
-                    "added recorded / bare (sampled)",
-                    _added_over_bare("sampled"),
-                    None,
-                ),
-                _figure(
-                    result,
-                    key,
-                    "added recorded / contrib's added sampled",
-                    _added_over_contrib("sampled"),
-                    None,
-                ),
-                _figure(
-                    result,
-                    key,
-                    "recorded span path (metrics off) / SDK replay of its span calls",
-                    _span_path_over_replay("ours_nometrics"),
-                    TARGET_OVER_REPLAY,
-                ),
-                _figure(
-                    result,
-                    key,
-                    "recorded - unsampled, default settings (spans + exemplars) / replay",
-                    _span_path_over_replay("ours"),
-                    None,
-                ),
-                _figure(
-                    result,
-                    key,
-                    "this package's metric updates, unsampled / bare",
-                    _metrics_over_bare("unsampled"),
-                    None,
-                ),
-                _figure(
-                    result,
-                    (framework, "nosdk", kind),
-                    "no SDK installed: ours / bare",
-                    _ours_over_bare("nosdk"),
-                    TARGET_NOSDK[framework],
-                    3,
-                ),
-                _figure(
-                    result,
-                    (framework, "nosdk", kind),
-                    "no SDK: the patch points alone (call-through wrappers) / bare",
-                    lambda of: of("patches_nosdk") / of("bare_nosdk"),
-                    None,
-                    3,
-                ),
-            ]
-        for sampling in ("unsampled", "sampled"):
-            found.append(
-                _figure(
-                    result,
-                    (framework, "sdk", "nonfile"),
-                    f"non-file request, {sampling}: with / without",
-                    _ours_over_bare(sampling),
-                    TARGET_NONFILE if sampling == "unsampled" else None,
-                    3,
-                )
-            )
+    return [
+        _figure(result, framework, kind, row)
+        for row in ROWS
+        for framework in FRAMEWORKS
+        for kind in row.kinds
+    ]
+
+
+def spreads(result: Result) -> list[Figure]:
+    """Per case: the A/A spread (``*_again`` against its twin, same pass; with
+    and without the SDK) and the spread of the same mode between the two
+    passes (every mode of the case but ``replay_none``, a 3 k correction
+    term), the larger of each."""
+    counts = result.counts
+    found = []
+    for framework, kind in _COLUMNS:
+        aa = []
+        passes = []
+        for (fw, sdk, k, mode, repeat), value in counts.items():
+            if (fw, k) != (framework, kind) or mode == "replay_none":
+                continue
+            if mode.endswith("_again"):
+                aa.append(abs(value / counts[(fw, sdk, k, mode[: -len("_again")], repeat)] - 1))
+            if repeat == 2:
+                passes.append(abs(value / counts[(fw, sdk, k, mode, 1)] - 1))
+        for name, values in (
+            ("**A/A**: two identical batches in one pass, largest difference", aa),
+            ("the same mode in pass 1 and pass 2, largest difference", passes),
+        ):
+            figure = Figure(name, framework, kind, [max(values)], TARGET_SPREAD)
+            figure.percent = True
+            found.append(figure)
     return found
 
 
 _COLUMNS = (("starlette", "200"), ("starlette", "304"), ("aiohttp", "200"), ("aiohttp", "304"))
 
 
-def _goal_text(figure: Figure) -> str:
-    if figure.goal is None:
-        return "(shown)"
-    return f"<= {figure.goal}"
+def _cell(figure: Figure) -> str:
+    text = figure.text()
+    met = figure.met()
+    if met is not None:
+        text += " yes" if met else " **NO**"
+    return text
 
 
 def targets_table(found: list[Figure]) -> tuple[str, list[tuple[str, str, bool]]]:
-    """One row per figure, a column per framework and response: the figure
-    (the less favourable of the two passes) and whether its goal is met."""
+    """One row per figure, a column per case (the non-file rows: the Starlette
+    sync endpoint under S200, the aiohttp executor handler under A200): the
+    figure and whether its goal is met."""
     checks: list[tuple[str, str, bool]] = []
-    names = list(dict.fromkeys(f.name for f in found))
     rows = []
-    for name in names:
+    for name in dict.fromkeys(f.name for f in found):
         cells = []
-        goals = []
+        goals: dict[str, list[str]] = {}  # goal -> the cases that have it
         for framework, kind in _COLUMNS:
             match = [
                 f
@@ -789,21 +966,19 @@ def targets_table(found: list[Figure]) -> tuple[str, list[tuple[str, str, bool]]
                 cells.append("")
                 continue
             figure = match[0]
-            text = f"{figure.value:.{figure.digits}f}"
+            cells.append(_cell(figure))
             met = figure.met()
             if met is not None:
-                checks.append((f"{name} {framework} {figure.kind}, instructions", text, met))
-                text += " yes" if met else " **NO**"
-            cells.append(text)
-            goal = _goal_text(figure)
-            if goal not in goals:
-                goals.append(goal)
-        rows.append([name, " / ".join(goals), *cells])
+                case = f"{framework} {figure.kind}"
+                checks.append((f"{name.replace('**', '')}, {case}", figure.text(), met))
+            goals.setdefault(figure.goal_text(), []).append(f"{framework[0].upper()}{kind}")
+        if len(goals) == 1:
+            goal = next(iter(goals))
+        else:
+            goal = "; ".join(f"{', '.join(cases)} {text}" for text, cases in goals.items())
+        rows.append([name, goal, *cells])
     headers = ["figure (instructions per response)", "goal", "S200", "S304", "A200", "A304"]
-    note = (
-        "Non-file rows: the Starlette sync endpoint in S200, the aiohttp executor handler in A200."
-    )
-    return table(headers, rows) + "\n\n" + note, checks
+    return table(headers, rows), checks
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -814,19 +989,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
     found = figures(result)
-    targets, checks = targets_table(found)
+    targets, checks = targets_table(found + spreads(result))
     counts = result.counts
     detail = []
     for (framework, sdk, kind, mode, repeat), value in sorted(counts.items()):
         if repeat != 1:
             continue
         second = counts.get((framework, sdk, kind, mode, 2))
-        base = "bare_nosdk" if sdk == "nosdk" else "bare_unsampled"
-        bases = [counts.get((framework, sdk, kind, base, r)) for r in (1, 2)]
-        spread = f"{(second / value - 1) * 100:+.2f} %" if second else ""
-        ratio = ""
-        if mode != "replay" and all(bases) and second:
-            ratio = f"{value / bases[0]:.4f} / {second / bases[1]:.4f}"
         wall = result.wall.get((framework, sdk, kind, mode))
         detail.append(
             [
@@ -836,32 +1005,25 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
                 mode,
                 _fmt(value),
                 _fmt(second) if second else "",
-                spread,
-                ratio,
+                f"{(second / value - 1) * 100:+.2f} %" if second else "",
                 f"{statistics.median(wall) * 1e6:.1f}" if wall else "",
             ]
         )
     figure_rows = []
     for figure in found:
+        wall = ""
+        if figure.wall is not None:
+            wall = f"{figure.wall * 1e6:.1f} µs" if figure.kilo else figure.text(figure.wall)
         figure_rows.append(
             [
                 figure.framework,
                 figure.kind,
                 figure.name,
-                " / ".join(f"{v:.{figure.digits + 1}f}" for v in figure.values),
-                f"{figure.wall:.{figure.digits}f}" if figure.wall is not None else "",
-                _goal_text(figure),
+                " / ".join(figure.text(v, 1) for v in figure.values),
+                wall,
+                figure.goal_text(),
             ]
         )
-    aa = []
-    for (framework, sdk, kind, mode, repeat), value in sorted(counts.items()):
-        if mode.endswith("_again"):
-            base = counts[(framework, sdk, kind, mode[: -len("_again")], repeat)]
-            aa.append(abs(value / base - 1))
-    passes = []
-    for (framework, sdk, kind, mode, repeat), value in counts.items():
-        if repeat == 2 and (framework, sdk, kind, mode, 1) in counts:
-            passes.append(abs(value / counts[(framework, sdk, kind, mode, 1)] - 1))
     wall_aa = []
     for (framework, sdk, kind, mode), values in sorted(result.wall.items()):
         if mode.endswith("_again"):
@@ -883,10 +1045,12 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
     captured = [[fw, kind, text] for (fw, kind), text in sorted(result.captured.items())]
     text = (
         f"{result.responses} responses per mode and pass, after {WARM_UP_AGAIN} warm-up "
-        f"responses (and a first pass of {WARM_UP} + {WARM_UP} per mode, not kept); "
-        "a figure is the less favourable of the two passes. "
-        f"A/A (`*_again` / its twin, same pass): at most {max(aa) * 100:.2f} %; "
-        f"the same mode in the two passes: at most {max(passes) * 100:.2f} %.\n\n"
+        f"responses (and a first pass of {WARM_UP} + {WARM_UP} per mode, not kept). "
+        "A figure with a goal is the less favourable of the two passes; a figure "
+        "shown without one is their mean. S200 / S304 / A200 / A304: Starlette and "
+        "aiohttp, a 100 kB file (200) and its 304; the non-file rows: the Starlette "
+        "sync endpoint (anyio's `run_sync`) under S200, the aiohttp handler awaiting "
+        "`run_in_executor` under A200.\n\n"
         + targets
         + "\n\nEvery figure, pass 1 / pass 2 (instructions) and wall time (median of "
         f"{result.rounds} rounds of the per-round figure; about {result.seconds} s per "
@@ -896,39 +1060,64 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, bool]]]:
             figure_rows,
         )
         + ("\n\n" + wall_note if wall_note else "")
-        + "\n\nInstructions per response, by mode (ratio: to `bare_unsampled`, or "
-        "`bare_nosdk` without the SDK, of the same pass; wall: median µs per response):\n\n"
+        + "\n\nInstructions per response, by mode (wall: median µs per response):\n\n"
         + table(
-            [
-                "framework",
-                "sdk",
-                "response",
-                "mode",
-                "pass 1",
-                "pass 2",
-                "pass 2 / pass 1",
-                "ratio (pass 1 / 2)",
-                "wall µs",
-            ],
+            ["framework", "sdk", "response", "mode", "pass 1", "pass 2", "pass 2 / 1", "wall µs"],
             detail,
         )
-        + "\n\nWhat `replay` replays (this package's span calls for one recorded response):\n\n"
-        + table(["framework", "response", "calls"], captured)
+        + "\n\nWhat the replays replay (the calls this package made for one recorded, "
+        "and one unsampled, response):\n\n" + table(["framework", "response", "calls"], captured)
     )
     return text, checks
 
 
+def save(result: Result, path: Path) -> None:
+    """The counts and wall times as JSON, for ``--report``."""
+    data = {
+        "counts": [[*key, value] for key, value in result.counts.items()],
+        "wall": [[*key, values] for key, values in result.wall.items()],
+        "captured": [[*key, text] for key, text in result.captured.items()],
+        "responses": result.responses,
+        "rounds": result.rounds,
+        "seconds": result.seconds,
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def load(path: Path) -> Result:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Result(
+        {tuple(row[:-1]): row[-1] for row in data["counts"]},  # type: ignore[misc]
+        {tuple(row[:-1]): row[-1] for row in data["wall"]},  # type: ignore[misc]
+        {tuple(row[:-1]): row[-1] for row in data["captured"]},  # type: ignore[misc]
+        data["responses"],
+        data["rounds"],
+        data["seconds"],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """This section alone: ``python benchmarks/instructions.py --run``."""
+    """This section alone: ``python benchmarks/instructions.py --run``
+    (``--save FILE``: the counts as JSON; ``--report FILE``: the report of
+    saved counts, without running)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--responses", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--save", type=Path, help="write the counts to this JSON file")
+    parser.add_argument("--report", type=Path, help="report the counts of this JSON file")
     args = parser.parse_args(argv)
     from _common import make_site
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = make_site(Path(tmp) / "static")
-        result = run(root, args.responses, lambda s: print(s, file=sys.stderr), rounds=args.rounds)
+    if args.report:
+        result = load(args.report)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = make_site(Path(tmp) / "static")
+            result = run(
+                root, args.responses, lambda s: print(s, file=sys.stderr), rounds=args.rounds
+            )
+    if args.save:
+        save(result, args.save)
     print(report(result)[0])
     return 0
 

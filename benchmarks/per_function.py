@@ -14,7 +14,8 @@ a worker-pool job, the ASGI ``send``) are wrapped the same way.
 ``callgrind_annotate --inclusive=yes`` gives each slot's inclusive
 instructions; a function's own cost is its inclusive cost minus that of the
 slots it calls, minus what the wrapping of each of those calls costs its
-caller (measured by a reference loop, about 6 000 instructions a call).
+caller (measured by a reference loop calling a method with two arguments,
+about 6 500 instructions a call).
 What the SDK does for a function (a histogram update) is in that function's
 own cost. The process is as in the ``instructions`` section (contrib's
 middleware, unsampled parent, the SDK, default settings), one process per
@@ -169,6 +170,7 @@ class Tracer:
         self.slots: dict[tuple[str, str], int] = {}
         self.calls: dict[tuple[str, str], int] = {}
         self.replaced: dict[int, Any] = {}
+        self.modules: dict[str, str] = {}  # a wrapped function's name -> its module
         self.local = threading.local()
 
     def enter(self, name: str, fn: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
@@ -247,6 +249,7 @@ class Tracer:
             for value in list(vars(module).values()):
                 if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
                     self.replaced[id(value)] = self.wrap(value, f"{value.__qualname__}")
+                    self.modules[value.__qualname__] = module.__name__
                 elif isinstance(value, type) and value.__module__ == module.__name__:
                     self._wrap_class(value)
         for module in modules:  # every module's reference to a wrapped function
@@ -259,6 +262,7 @@ class Tracer:
             if attr.startswith("__") and attr not in _KEEP_DUNDERS:
                 continue
             name = f"{cls.__qualname__}.{attr}"
+            self.modules[name] = cls.__module__
             if isinstance(value, types.FunctionType):
                 setattr(cls, attr, self.wrap(value, name))
             elif isinstance(value, staticmethod):
@@ -271,6 +275,13 @@ class Tracer:
                     attr,
                     property(self.wrap(value.fget, name), value.fset, value.fdel, value.__doc__),
                 )
+
+    def wrap_sdk(self) -> None:
+        """The SDK's ``Histogram.record``, named ``sdk: Histogram.record``:
+        what the SDK does for a metric update is not its caller's own cost."""
+        from opentelemetry.sdk.metrics._internal.instrument import Histogram
+
+        Histogram.record = self.wrap(Histogram.record, SDK_RECORD)  # type: ignore[method-assign]
 
     def wrap_patch_points(self, instrumentor: Any) -> list[tuple[str, str]]:
         """Wrap the framework functions ``instrument()`` patches, named
@@ -286,6 +297,7 @@ class Tracer:
         return names
 
 
+SDK_RECORD = "sdk: Histogram.record"
 _FOLLOWED = (types.CoroutineType, types.FunctionType)
 _CALLABLES = (
     types.FunctionType,
@@ -339,6 +351,7 @@ def _child(argv: list[str]) -> int:
     parser.add_argument("--responses", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plain", action="store_true", help="no wrapping (for the total)")
+    parser.add_argument("--bare", action="store_true", help="not instrumented, no wrapping")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.extension_dir)
     sys.setswitchinterval(30.0)
@@ -350,10 +363,13 @@ def _child(argv: list[str]) -> int:
     telemetry = _contrib.Telemetry()
     instrumentor = _contrib.instrumentor_for(args.framework)
     tracer = Tracer(tramp.call)
+    args.plain = args.plain or args.bare
     patch_points = [] if args.plain else tracer.wrap_patch_points(instrumentor)
     if not args.plain:
         tracer.wrap_package()
-    instrumentor.instrument()
+        tracer.wrap_sdk()
+    if not args.bare:
+        instrumentor.instrument()
     apps = _contrib.make_apps(args.framework, args.root)
     calls: dict[str, list[tuple[str, str, int]]] = {}
 
@@ -387,30 +403,71 @@ def _child(argv: list[str]) -> int:
     asyncio.run(main())
     if not args.plain:
         # What the wrapping of one call costs the caller's own figure: a
-        # wrapped loop calling a plain function, then a wrapped one.
-        def noop() -> None:
-            return None
+        # wrapped loop calling a plain method, then a wrapped one; a method
+        # with two positional arguments, the commonest call in the package
+        # (a function called without arguments: about 160 instructions less).
+        class Plain:
+            def noop(self, a: int, b: int) -> None:
+                return None
 
-        wrapped_noop = tracer.wrap(noop, "<reference callee>")
+        class Wrapped:
+            noop = tracer.wrap(Plain.noop, "<reference callee>")
 
-        def loop(callee: Callable[[], None]) -> None:
+        def loop(callee: Any) -> None:
             for _ in range(REFERENCE_CALLS):
-                callee()
+                callee.noop(1, 2)
 
-        for name, callee in (("plain", noop), ("wrapped", wrapped_noop)):
+        for name, callee in (("plain", Plain()), ("wrapped", Wrapped())):
             reference = tracer.wrap(loop, f"<reference {name}>")
             reference(callee)
             counter.zero()
             reference(callee)
             counter.dump(f"{args.framework} profile reference {name} 1")
     slots = {slot: list(key) for key, slot in tracer.slots.items()}
-    args.out.write_text(json.dumps({"slots": slots, "patch_points": patch_points, "calls": calls}))
+    args.out.write_text(
+        json.dumps(
+            {
+                "slots": slots,
+                "patch_points": patch_points,
+                "calls": calls,
+                "modules": tracer.modules,
+            }
+        )
+    )
     return 0
 
 
 # -- the parent ------------------------------------------------------------------
 
 _ANNOTATED = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+\S*?:?fileresp_fn_(\d+)\b")
+_FUNCTION = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(?:\*\s+)?(\S+?)(?:\s+\[.*\])?\s*$")
+# wrapped: this package's functions run through slots; plain: instrumented,
+# no slots; bare: not instrumented (the C-level costs are plain - bare)
+VARIANTS = ("wrapped", "plain", "bare")
+# C functions whose cost, instrumented less not, is shown by group: what the
+# package pays per response in C-level work (inclusive instructions, but
+# ``own`` groups: exclusive)
+C_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("wrapt's C machinery (its own instructions)", "own", ("Wrapt",)),
+    (
+        "ContextVar get / set / reset (ours and the SDK's)",
+        "inclusive",
+        (
+            "_contextvars_ContextVar_get",
+            "_contextvars_ContextVar_set",
+            "_contextvars_ContextVar_reset",
+        ),
+    ),
+    ("contexts copied (copy_context)", "inclusive", ("PyContext_CopyCurrent",)),
+    ("perf_counter_ns", "inclusive", ("time_perf_counter_ns",)),
+    (
+        "function objects made and freed (closures)",
+        "inclusive",
+        ("PyFunction_NewWithQualName", "func_dealloc"),
+    ),
+    ("coroutines made and freed", "inclusive", ("_Py_MakeCoro", "gen_dealloc")),
+    ("bound methods made and freed", "inclusive", ("PyMethod_New", "method_dealloc")),
+)
 
 
 def run(root: Path, responses: int, log: Callable[[str], None], timeout: float = 1800) -> dict:
@@ -429,8 +486,8 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
         env["PYTHONHASHSEED"] = "0"
         processes = []
         for framework in instructions.FRAMEWORKS:
-            for plain in (False, True):
-                out = work / f"{framework}-{'plain' if plain else 'wrapped'}"
+            for variant in VARIANTS:
+                out = work / f"{framework}-{variant}"
                 out.mkdir()
                 command = [
                     "valgrind",
@@ -447,13 +504,13 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
                     str(responses),
                     "--out",
                     str(out / "result.json"),
-                    *(["--plain"] if plain else []),
+                    *([f"--{variant}"] if variant != "wrapped" else []),
                 ]
-                log(f"  profile {framework}{' (not wrapped)' if plain else ''}")
+                log(f"  profile {framework} ({variant})")
                 processes.append(
                     (
                         framework,
-                        plain,
+                        variant,
                         out,
                         subprocess.Popen(
                             command,
@@ -465,7 +522,7 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
                     )
                 )
         result: dict[str, Any] = {}
-        for framework, plain, out, process in processes:
+        for framework, variant, out, process in processes:
             _, stderr = process.communicate(timeout=timeout)
             if process.returncode:
                 raise RuntimeError(f"profile {framework} failed: {stderr[-3000:]}")
@@ -481,15 +538,41 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
                 if kind == "reference":
                     kind = f"reference {label.group(1).split()[3]}"
                 entry = result.setdefault(f"{framework} {kind}", {})
-                entry["plain" if plain else "wrapped"] = int(totals.group(1)) / calls
-                if plain:
+                entry[variant] = int(totals.group(1)) / calls
+                if variant != "wrapped":
+                    if not kind.startswith("reference"):
+                        entry[f"c_{variant}"] = c_costs(dump, calls)
                     continue
+                entry["modules"] = data["modules"]
                 entry["slots"] = _slot_costs(dump, data["slots"], calls)
                 entry["calls"] = {
                     f"{parent}\t{name}": count / calls
                     for parent, name, count in data["calls"].get(kind, [])
                 }
         return result
+
+
+def c_costs(dump: Path, calls: int) -> dict[str, list[float]]:
+    """Per C function of the groups in ``C_GROUPS``: [inclusive, own]
+    instructions per response, from ``callgrind_annotate``."""
+    wanted = {name for _, _, names in C_GROUPS for name in names}
+    costs: dict[str, list[float]] = {}
+    for index, flags in enumerate((["--inclusive=yes"], [])):
+        annotated = subprocess.run(
+            ["callgrind_annotate", *flags, "--threshold=100", str(dump)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in annotated.splitlines():
+            match = _FUNCTION.match(line)
+            if not match:
+                continue
+            function = match.group(2).rsplit(":", 1)[-1]
+            if function in wanted or function.startswith("Wrapt"):
+                entry = costs.setdefault(function, [0.0, 0.0])
+                entry[index] += int(match.group(1).replace(",", "")) / calls
+    return costs
 
 
 def _slot_costs(dump: Path, slots: dict[str, list[str]], calls: int) -> dict[str, float]:
@@ -551,19 +634,153 @@ def wrapping_overhead(result: dict[str, Any], framework: str) -> float:
     return wrapped.inclusive - wrapped.children - plain.inclusive
 
 
-def report(result: dict[str, Any], top: int = 25) -> str:
-    parts = []
+_CASES = (("starlette", "200"), ("starlette", "304"), ("aiohttp", "200"), ("aiohttp", "304"))
+GROUPS = (
+    "hooks (the functions wrapt calls, and their helpers)",
+    "record verbs (ResponseRecord, PoolJob, Scope, ...)",
+    "closures made per response (their bodies)",
+    "coroutines made per response (their bodies)",
+    "the telemetry decision (Telemetry: may_record_spans, new_record, ...)",
+    "emission (attributes, the metric calls; less the SDK's work)",
+    "guards (contained, log_once)",
+)
+
+
+def group_of(name: str, module: str) -> str:
+    """The group of one of this package's functions (by name and module)."""
+    if name.endswith(" [body]"):
+        return GROUPS[3]
+    if "<locals>" in name:
+        return GROUPS[2]
+    if module.endswith("._record"):
+        return GROUPS[1]
+    if module.endswith("._telemetry"):
+        return GROUPS[5] if name.startswith("Telemetry.response_") else GROUPS[4]
+    if module.endswith(("._emit", "._instruments", "._names")):
+        return GROUPS[5]
+    if module.endswith("._log"):
+        return GROUPS[6]
+    if module.endswith((".starlette", ".aiohttp", "._asgi_servers", "._instrumentor")):
+        return GROUPS[0]
+    return f"other ({module or '?'})"
+
+
+def _package_nodes(found: dict[str, Node]) -> list[Node]:
+    return [
+        node
+        for node in found.values()
+        if not node.name.startswith(("framework: ", "outside: ", "sdk: ", "<")) and node.calls
+    ]
+
+
+def grouped(result: dict[str, Any], key: str) -> dict[str, tuple[float, float]]:
+    """Own instructions and calls per response, by group, of one case."""
+    entry = result[key]
+    overhead = wrapping_overhead(result, key.split(maxsplit=1)[0])
+    modules = entry.get("modules", {})
+    groups: dict[str, tuple[float, float]] = {}
+    for node in _package_nodes(nodes(entry)):
+        group = group_of(node.name, modules.get(node.name, ""))
+        own, calls = groups.get(group, (0.0, 0.0))
+        groups[group] = (own + node.own(overhead), calls + node.calls)
+    return groups
+
+
+def c_grouped(entry: dict[str, Any]) -> dict[str, float]:
+    """Instrumented less not (``plain`` - ``bare``), by C group."""
+    found: dict[str, float] = {}
+    plain, bare = entry.get("c_plain", {}), entry.get("c_bare", {})
+    for name, measure, prefixes in C_GROUPS:
+        index = 0 if measure == "inclusive" else 1
+        total = 0.0
+        for function in set(plain) | set(bare):
+            if function in prefixes or (prefixes == ("Wrapt",) and function.startswith("Wrapt")):
+                total += plain.get(function, [0.0, 0.0])[index]
+                total -= bare.get(function, [0.0, 0.0])[index]
+        found[name] = total
+    return found
+
+
+def sdk_calls(entry: dict[str, Any]) -> tuple[float, float]:
+    """The SDK's ``Histogram.record`` called from this package's functions
+    (not contrib's): inclusive instructions and calls per response."""
+    cost = calls = 0.0
+    for key, value in entry.get("slots", {}).items():
+        parent, name = key.split("\t")
+        if name == SDK_RECORD and not parent.startswith(("<", "framework: ", "outside: ")):
+            cost += value
+            calls += entry.get("calls", {}).get(key, 0.0)
+    return cost, calls
+
+
+def _k(value: float) -> str:
+    return f"{round(value / 1000, 1) or 0.0:,.1f} k"  # no "-0.0"
+
+
+def breakdown_table(result: dict[str, Any]) -> str:
+    """One column per case: this package's own instructions per response by
+    group, the SDK's metric calls, and the C-level work they contain."""
+    keys = [f"{framework} {kind}" for framework, kind in _CASES]
+    present = [key for key in keys if key in result]
+    by_case = {key: grouped(result, key) for key in present}
+    names = list(GROUPS) + sorted(
+        {g for groups in by_case.values() for g in groups if g not in GROUPS}
+    )
+    rows = []
+    for name in names:
+        cells = []
+        for key in keys:
+            own, calls = by_case.get(key, {}).get(name, (0.0, 0.0))
+            cells.append(f"{_k(own)} ({calls:g})" if key in by_case else "")
+        rows.append([name, *cells])
+    totals = [
+        _k(sum(own for own, _ in by_case[key].values())) if key in by_case else "" for key in keys
+    ]
+    rows.append(["**sum: this package's own instructions in its functions**", *totals])
+    sdk = []
+    added = []
+    measured = []
+    for key in keys:
+        entry = result.get(key, {})
+        cost, calls = sdk_calls(entry)
+        sdk.append(f"{_k(cost)} ({calls:g})" if entry else "")
+        plain, bare = entry.get("plain"), entry.get("bare")
+        added.append(_k(plain - bare) if plain and bare else "")
+        if plain and bare and key in by_case:
+            own = sum(own for own, _ in by_case[key].values())
+            measured.append(f"{own / (plain - bare - cost):.2f}")
+        else:
+            measured.append("")
+    rows.append(["the SDK's `Histogram.record` calls we make (inclusive, calls)", *sdk])
+    rows.append(["m3 - m2 in this process (instrumented less not, no slots)", *added])
+    rows.append(["the sum above / (m3 - m2 - the SDK's calls) (the profile's error)", *measured])
+    c_rows = []
+    c_by_case = {key: c_grouped(result[key]) for key in present}
+    for name, _, _ in C_GROUPS:
+        c_rows.append([name, *[_k(c_by_case[k][name]) if k in c_by_case else "" for k in keys]])
+    headers = ["group (own instructions per response, calls)", "S200", "S304", "A200", "A304"]
+    return (
+        table(headers, rows) + "\n\nC-level work inside the figures above, instrumented less not "
+        "(`plain` - `bare`; inclusive instructions per response, except wrapt's: "
+        "its own), counted in processes without the profiling slots:\n\n"
+        + table(["C functions", "S200", "S304", "A200", "A304"], c_rows)
+    )
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def report(result: dict[str, Any], top: int = 15) -> str:
+    parts = [breakdown_table(result)]
     for key, entry in sorted(result.items()):
         if " reference " in key:
             continue
         framework = key.split()[0]
         overhead = wrapping_overhead(result, framework)
-        found = nodes(entry)
-        ours = [
-            node
-            for node in found.values()
-            if not node.name.startswith(("framework: ", "outside: ", "<")) and node.calls
-        ]
+        ours = _package_nodes(nodes(entry))
         ours.sort(key=lambda node: -node.own(overhead))
         total = sum(node.own(overhead) for node in ours)
         lines = [
@@ -574,12 +791,13 @@ def report(result: dict[str, Any], top: int = 25) -> str:
         parts.append(
             f"### {key}, unsampled parent, per response\n\n"
             f"All instructions per response: {entry.get('plain', 0):,.0f} without the "
-            f"profiling wrappers, {entry.get('wrapped', 0):,.0f} with them. Own "
-            f"instructions of this package's functions, summed: {total:,.0f} (the wrapping "
-            f"of each call, {overhead:,.0f} instructions, taken out of its caller's "
-            "figure). Not in any function of the package: wrapt's call of each hook. "
-            "What a closure of the package calls from outside (a worker-pool job, "
-            "the ASGI `send` it wraps) is not in its figure; SDK calls are.\n\n"
+            f"profiling wrappers ({entry.get('bare', 0):,.0f} not instrumented), "
+            f"{entry.get('wrapped', 0):,.0f} with them. Own instructions of this "
+            f"package's functions, summed: {total:,.0f} (the wrapping of each call, "
+            f"{overhead:,.0f} instructions, taken out of its caller's figure). Not in "
+            "any function of the package: wrapt's call of each hook. What a closure of "
+            "the package calls from outside (a worker-pool job, the ASGI `send` it "
+            "wraps) is not in its figure, nor the SDK's `Histogram.record`.\n\n"
             "| own | inclusive | calls | function |\n|---|---|---|---|\n" + "\n".join(lines)
         )
     return "\n\n".join(parts)

@@ -1,17 +1,21 @@
 """Overhead benchmarks of otel_fileresp: one command, one process run.
 
     python3 dev.py bench                # from a fresh clone: own virtualenv, full run
-    python benchmarks/run.py            # full run (about 20 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 25 minutes on 2 cores)
     python benchmarks/run.py --quick    # routine run: fewer rounds and responses
 
 Sections (``--section``/``--only`` picks some, comma-separated; the default
-runs ``instructions``, ``work``, ``e2e``, ``memory`` and ``quantiles``):
+runs ``instructions``, ``profile``, ``work``, ``e2e``, ``memory`` and
+``quantiles``):
 
-- ``instructions``: the targets of issue 13, with contrib's server
-  middleware as the parent in every mode: instructions per response counted
-  by valgrind (callgrind, two passes), wall time as a secondary figure
-  (``instructions.py``; skipped without valgrind and gcc). Runs on its own
-  in a few minutes: ``python3 dev.py bench --section instructions``;
+- ``instructions``: every figure of issue 18's table (m1 the app alone, m2
+  with contrib's middleware, m3 with this package; m4, m5 recorded; the
+  SDK calls we make, replayed; both denominators; no SDK; non-file; A/A),
+  in one markdown table with goals and met marks: instructions per
+  response counted by valgrind (callgrind, two passes), wall time as a
+  secondary figure (``instructions.py``; skipped without valgrind and gcc).
+  Runs on its own in 7 to 8 minutes on 2 shared cores:
+  ``python3 dev.py bench --section instructions``;
 - ``work``: worker-pool jobs, file-system calls and Python function calls per
   response, instrumented / not (``work.py``);
 - ``e2e``: uvicorn + contrib ASGI middleware and aiohttp + contrib
@@ -20,9 +24,14 @@ runs ``instructions``, ``work``, ``e2e``, ``memory`` and ``quantiles``):
   ``strace -f -c`` when strace is installed (``e2e.py``);
 - ``memory``: RSS and open descriptors over 100 000 responses (5 000 with
   ``--quick``) (``memory.py``);
-- ``profile`` (only when asked for): this package's own instructions per
-  unsampled response, function by function, from ``callgrind_annotate
-  --inclusive=yes`` (``per_function.py``);
+- ``profile``: where "our own work" of the ``instructions`` table goes:
+  this package's own instructions per unsampled response, by group (hooks,
+  record verbs, closures and coroutines made per response, the telemetry
+  decision, emission, guards) and function by function, from
+  ``callgrind_annotate --inclusive=yes``, the SDK's ``Histogram.record``
+  apart, and the C-level work (wrapt, ContextVar, ``perf_counter_ns``,
+  objects made) instrumented less not (``per_function.py``; about 2
+  minutes);
 - ``micro`` (only when asked for): issue 6's in-process wall-time modes,
   interleaved A/B, without contrib's middleware (``micro.py``);
 - ``quantiles``: issue 18's quantile error of the documented PromQL over
@@ -53,8 +62,8 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("instructions", "work", "e2e", "memory", "quantiles", "profile", "micro")
-DEFAULT_SECTIONS = SECTIONS[:5]
+SECTIONS = ("instructions", "profile", "work", "e2e", "memory", "quantiles", "micro")
+DEFAULT_SECTIONS = SECTIONS[:6]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         help="wait up to this many seconds for a 1-minute load average below 0.5",
     )
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--save-counts",
+        type=Path,
+        help="instructions: also write the counts as JSON (report them again with "
+        "benchmarks/instructions.py --run --report FILE)",
+    )
     return parser
 
 
@@ -172,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     timeout=1800,
                     rounds=rounds,
                 )
+                if args.save_counts:
+                    instructions.save(result, args.save_counts)
                 text, found = instructions.report(result)
                 emit("\n" + text)
                 checks += found
