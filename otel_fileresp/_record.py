@@ -186,6 +186,8 @@ def same_file(a: Any, b: Any) -> bool:
     same once normalised (``static/./app.js`` is ``static/app.js``). No
     system call: symbolic links and relative paths against another working
     directory are not resolved."""
+    if a is b:
+        return a is not None
     try:
         a, b = os.fspath(a), os.fspath(b)
     except TypeError:  # not a path (None, an open file descriptor)
@@ -214,12 +216,37 @@ def _bodiless(status: int) -> bool:
     return status < 200 or status in (204, 304)
 
 
-class PoolJob:
-    """One job a response handed to a worker pool."""
+class PoolJob(Scope):
+    """One job a response handed to a worker pool, in place of the framework's
+    callable: calling it runs that callable in the worker with the job as the
+    current scope, timing its wait and its run (one object per job: the scope,
+    the job and the callable submitted)."""
 
-    __slots__ = ("is_stat", "kind", "opens", "started", "submitted")
+    __slots__ = (
+        "_fn",
+        "_on_error",
+        "_on_result",
+        "is_stat",
+        "kind",
+        "opens",
+        "started",
+        "submitted",
+    )
 
-    def __init__(self, kind: str, submitted: int, opens: object, is_stat: bool) -> None:
+    def __init__(
+        self,
+        record: ResponseRecord,
+        fn: Callable[..., Any],
+        kind: str,
+        submitted: int,
+        opens: object,
+        is_stat: bool,
+        on_result: Callable[[ResponseRecord, Any], None] | None,
+        on_error: Callable[[ResponseRecord, BaseException], None] | None,
+    ) -> None:
+        self.record = record
+        self.job = self
+        self._fn = fn
         self.kind = kind
         self.submitted = submitted
         self.started: int | None = None
@@ -227,6 +254,35 @@ class PoolJob:
         self.opens = opens
         #: Whether the job's run is the stat phase.
         self.is_stat = is_stat
+        self._on_result = on_result
+        self._on_error = on_error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """(Worker side) run the framework's callable; the framework's own
+        result or exception, untouched."""
+        self.started = perf_counter_ns()
+        token = _CURRENT.set(self)
+        ok = False
+        outcome: Any = None
+        try:
+            outcome = self._fn(*args, **kwargs)
+            ok = True
+            return outcome
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            _CURRENT.reset(token)
+            record = self.record
+            record._job_ran(self, perf_counter_ns(), ok, outcome if ok else None)
+            then = self._on_result if ok else self._on_error
+            if then is not None:
+                try:
+                    then(record, outcome)
+                except Exception:
+                    failed("record.job.then")
+            # Break the frame -> exception -> traceback -> frame cycle.
+            outcome = None
 
 
 class ResponseRecord:
@@ -466,7 +522,10 @@ class ResponseRecord:
     def is_served(self, path: object) -> bool:
         """Whether ``path`` is the file this response serves."""
         try:
-            return any(same_file(path, served) for served in self._served)
+            for served in self._served:  # noqa: SIM110 - no generator per call: a hot path
+                if same_file(path, served):
+                    return True
+            return False
         except Exception:
             failed("record.is_served")
             return False
@@ -675,35 +734,8 @@ class ResponseRecord:
                     kind = n.JOB_OTHER
             elif kind is None:
                 kind = n.JOB_READ if self._sending else n.JOB_OTHER
-            job = PoolJob(kind, submitted, opens, times_stat and kind in _STAT_JOBS)
-            scope = Scope(self, job)
-            record = self
-
-            def run_job(*args: Any, **kwargs: Any) -> T:
-                job.started = perf_counter_ns()
-                token = _CURRENT.set(scope)
-                ok = False
-                outcome: Any = None
-                try:
-                    outcome = fn(*args, **kwargs)
-                    ok = True
-                    return outcome  # type: ignore[no-any-return]
-                except BaseException as exc:
-                    outcome = exc
-                    raise
-                finally:
-                    _CURRENT.reset(token)
-                    record._job_ran(job, perf_counter_ns(), ok, outcome if ok else None)
-                    then = on_result if ok else on_error
-                    if then is not None:
-                        try:
-                            then(record, outcome)
-                        except Exception:
-                            failed("record.job.then")
-                    # Break the frame -> exception -> traceback -> frame cycle.
-                    outcome = None
-
-            return run_job
+            is_stat = times_stat and kind in _STAT_JOBS
+            return PoolJob(self, fn, kind, submitted, opens, is_stat, on_result, on_error)
         except Exception:
             failed("record.wrap_job")
             return None
