@@ -459,7 +459,8 @@ class ResponseRecord:
         """A served file's response has ``phase``, seen by ``hook`` (a name this
         release must still match): if it ends without it, that is said once."""
         try:
-            self._expected = (*self._expected, (phase, hook))
+            if self.detailed:  # said only of detailed records (see end)
+                self._expected = (*self._expected, (phase, hook))
         except Exception:
             failed("record.expect")
 

@@ -204,7 +204,7 @@ class Telemetry:
         """A record (not begun) for a response under ``parent`` (default: the
         current context), or None when instrumentation is suppressed here or
         nothing could record it."""
-        if self.inert() or not is_instrumentation_enabled():
+        if (not self._live and self.inert()) or not is_instrumentation_enabled():
             return None
         if not self._serving:
             self.serving()
