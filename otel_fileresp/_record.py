@@ -34,13 +34,16 @@ verb                        called by (when)
 :meth:`job_is`              aiohttp's hooks inside a job (worker side): what
                             the running job is
 :meth:`job_cancelled`       a lookup job's future (aiohttp): cancelled queued
-:meth:`head_sent`           both adapters: status and headers handed over
-:meth:`body_chunk`,         Starlette's send observer: body messages
-:meth:`body_done`,
-:meth:`pathsend`
-:meth:`send_started`,       aiohttp's send hook (``sendfile`` or its fallback)
-:meth:`send_failed`,
-:meth:`body_handed_over`
+:meth:`head_sent`           both adapters: the status and headers handed over
+                            (Starlette: the ``http.response.start`` send;
+                            aiohttp: ``_write_headers``)
+:meth:`body_started`        starts handing the body over by a transfer
+                            (aiohttp: its send method; Starlette: a ``pathsend``)
+:meth:`body_sent`           body bytes handed over (Starlette: a body message
+                            or a ``pathsend``; aiohttp: an ``os.sendfile``, a
+                            fallback write, its send returning: ``final``)
+:meth:`body_failed`         handing the body over failed (aiohttp: its send
+                            raised)
 :meth:`discard`             aiohttp: a lookup job built no ``FileResponse``
 :meth:`end`                 :func:`serve_as_current` (or its sync form) when
                             the framework returned or raised; a failed or
@@ -86,6 +89,16 @@ The rules (telemetry contract v2, "Truth rules"):
   message. Jobs submitted after that (a read finding the end of the file, a
   close) are not part of it: not counted, not waited for; a job's wait
   counts only up to the end.
+- A byte's time is the **start** of the framework's call that handed it over
+  (the ASGI ``send`` of the message carrying it, the ``os.sendfile`` or the
+  write to aiohttp's writer that passed it on, the send of a head that
+  completes the response), for every framework and transfer, so the end of
+  ``fileresp.response`` and of ``fileresp.send`` is never later than the
+  client's last byte: a stamp taken once such a call returned is late by the
+  wait for the GIL (under contention with another thread, a switch interval
+  or more), while the bytes may already have reached the client. Never
+  earlier either: it is the call that handed over the last byte owed, not
+  the first.
 - A record ends exactly once; a job cancelled while still queued ends its
   response (see :meth:`job_cancelled`).
 
@@ -363,7 +376,7 @@ class ResponseRecord:
         self._expected_bytes: int | None = None
         self._bytes = 0
         self._transfer = n.TRANSFER_NONE
-        self._sending = False
+        self._sending: str | None = None
         self._send_start_ns: int | None = None
         self._served: tuple[object, ...] = ()
         # Paths opened (audit events) before the served file was known.
@@ -811,75 +824,114 @@ class ResponseRecord:
             failed("record.job")
 
     # -- sending -------------------------------------------------------------------
+    #
+    # One vocabulary for every framework and transfer. Every timestamp given
+    # here is the START of the framework's call that handed something over
+    # (an ASGI ``send``, a write to aiohttp's writer, an ``os.sendfile``): the
+    # bytes may leave during that call, and a stamp taken after it returns is
+    # late by the wait for the GIL (under contention, one switch interval or
+    # more) while the client has them already.
 
-    def head_sent(self, status: int, now_ns: int, content_length: int | None = None) -> None:
-        """The status and headers were handed to the server."""
-        self._status = status
-        if self._state < State.HEAD_SENT:
-            self._state = State.HEAD_SENT
-            self._expected_bytes = content_length
-            self._last_byte_ns = now_ns
+    @property
+    def sending(self) -> str | None:
+        """The transfer the body is being handed over by (see
+        :meth:`body_started`), or None."""
+        return self._sending
 
-    def send_started(self, now_ns: int) -> None:
-        """The framework starts handing the body over without showing its chunks
-        (aiohttp's ``sendfile`` or its read fallback): jobs of unknown kind from
-        now on are body reads."""
-        self._sending = True
-        self._send_start_ns = now_ns
+    def head_sent(self, status: int, at_ns: int, content_length: int | None = None) -> None:
+        """A call that began at ``at_ns`` handed the status and headers to the
+        server, announcing ``content_length`` body bytes (None: unknown)."""
+        try:
+            self._status = status
+            if self._state < State.HEAD_SENT:
+                self._state = State.HEAD_SENT
+                self._expected_bytes = content_length
+                self._last_byte_ns = at_ns
+        except Exception:
+            failed("record.head_sent")
 
-    def send_failed(self, now_ns: int) -> None:
-        """Handing the body over raised at ``now_ns`` (a client gone mid-body): the
-        response ends there, so jobs submitted later (a close) are not its own."""
-        self._sending = False
-        self._end_ns = now_ns
-        start = self._send_start_ns
-        if self.detailed and start is not None:
-            self._mark(n.PHASE_SEND, start, now_ns)
-
-    def body_handed_over(self, size: int, now_ns: int, transfer: str) -> None:
-        """The framework handed the whole body (``size`` bytes; 0 for none) to
-        the connection by ``now_ns``, by ``transfer`` or by the read jobs the
-        record saw (then ``transfer=read``): the response is complete. A HEAD
-        sends no body, whatever the length announced."""
-        if size and not self._head:
-            self._bytes = size
-            self._last_byte_ns = now_ns
-            if self._transfer != n.TRANSFER_READ:
+    def body_started(self, at_ns: int, transfer: str) -> None:
+        """At ``at_ns`` the framework starts handing the body over by
+        ``transfer``: ``sendfile`` (aiohttp's send: ``loop.sendfile``, or its
+        read fallback, whose read jobs make the transfer ``read``) or
+        ``pathsend`` (the server is handed the path, and sends the file). From
+        now on a job of unknown kind is a body read."""
+        try:
+            self._sending = transfer
+            self._send_start_ns = at_ns
+            if transfer == n.TRANSFER_PATHSEND:
                 self._transfer = transfer
-            if self.detailed:
-                start = self._send_start_ns
-                self._mark(n.PHASE_SEND, now_ns if start is None else start, now_ns)
-        self.body_done(now_ns)
+                if self.detailed:
+                    self._mark(n.PHASE_SEND, at_ns, at_ns)
+        except Exception:
+            failed("record.body_started")
 
-    def body_chunk(self, size: int, now_ns: int) -> None:
-        """``size`` body bytes were handed to the server."""
-        if size:
-            self._bytes += size
-            self._last_byte_ns = now_ns
-            if self.detailed:
-                self._mark(n.PHASE_SEND, now_ns, now_ns)
+    def body_sent(self, nbytes: int, at_ns: int, *, final: bool = False) -> None:
+        """A call that began at ``at_ns`` handed ``nbytes`` body bytes to the
+        server (an ASGI body message, an ``os.sendfile``, a write to aiohttp's
+        writer); ``final``: the body is complete with it (the last body
+        message; aiohttp's send returned). A HEAD sends no body, and bytes past
+        the announced length are not counted (the server drops them), so the
+        call that handed over the last byte owed stays the last one."""
+        try:
+            if nbytes > 0 and not self._head and self._state < State.COMPLETE:
+                expected = self._expected_bytes
+                if expected is not None:
+                    nbytes = min(nbytes, expected - self._bytes)
+                if nbytes > 0:
+                    self._bytes += nbytes
+                    self._last_byte_ns = at_ns
+                    if self._transfer == n.TRANSFER_NONE and self._sending is not None:
+                        self._transfer = self._sending
+                    if self.detailed:
+                        start = self._send_start_ns
+                        self._mark(n.PHASE_SEND, at_ns if start is None else start, at_ns)
+            if final:
+                self._body_complete(at_ns)
+        except Exception:
+            failed("record.body_sent")
 
-    def body_done(self, now_ns: int) -> None:
-        """The final body message was handed over: the response is complete."""
+    def body_failed(self, at_ns: int) -> None:
+        """Handing the body over raised at ``at_ns`` (a client gone mid-body):
+        the response ends there, so jobs submitted later (a close) are not its
+        own; unless everything owed was handed over already: then it is
+        complete, and ends at its last byte."""
+        try:
+            if self._state >= State.COMPLETE:
+                return
+            if self._state is State.HEAD_SENT and self._all_sent():
+                self._body_complete(at_ns)
+                return
+            self._sending = None
+            self._end_ns = at_ns
+            start = self._send_start_ns
+            if self.detailed and start is not None:
+                self._mark(n.PHASE_SEND, start, at_ns)
+        except Exception:
+            failed("record.body_failed")
+
+    def _body_complete(self, at_ns: int) -> None:
+        """The final call (it began at ``at_ns``) was made: the response is
+        complete. It ends at its last byte: the start of the call that handed
+        over the last byte owed, or the head's for a response that owes none.
+        A final call with no byte of its own (an empty final message, aiohttp's
+        send returning) ends it at the last byte before it, when every byte
+        owed went, or some did and their number was never announced."""
         if self._state >= State.COMPLETE:
             return
-        if self._state is State.HEAD_SENT and self._all_sent():
-            # Every byte owed went before this (empty) final message: the
-            # response ended with the last of them.
-            now_ns = self._last_byte_ns or now_ns
-        self._sending = False
+        end = at_ns
+        last = self._last_byte_ns
+        if (
+            self._state is State.HEAD_SENT
+            and last is not None
+            and (self._all_sent() or (self._expected_bytes is None and self._bytes > 0))
+        ):
+            end = last
+        self._sending = None
         self._state = State.COMPLETE
-        self._end_ns = now_ns
+        self._end_ns = end
         if self.detailed and n.PHASE_SEND in self._phases:
-            self._mark(n.PHASE_SEND, now_ns, now_ns)
-
-    def pathsend(self, start_ns: int, end_ns: int) -> None:
-        """The server was handed the path to send (ASGI pathsend): it opens the file."""
-        self._transfer = n.TRANSFER_PATHSEND
-        self._bytes = self._file_size or 0
-        if self.detailed:
-            self._mark(n.PHASE_SEND, start_ns, end_ns)
-        self.body_done(end_ns)
+            self._mark(n.PHASE_SEND, end, end)
 
     # -- the facts ------------------------------------------------------------------
 
@@ -892,6 +944,11 @@ class ResponseRecord:
     def file_size(self) -> int | None:
         """The served file's size, when known (detailed records)."""
         return self._file_size
+
+    @property
+    def bytes_sent(self) -> int:
+        """The body bytes handed over so far."""
+        return self._bytes
 
     def facts(self) -> FinishedResponse:
         """The response's facts as they stand, by the truth rules: the value

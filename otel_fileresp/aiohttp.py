@@ -60,17 +60,37 @@ What is patched (in place, with wrapt; ``uninstrument()`` restores it):
   next job's submission, or the end of ``prepare`` for HEAD, 416 and empty
   files), so it includes the loop's wake-up after the stat job;
 - ``FileResponse._prepare_open_file`` (3.11.10+) or ``_sendfile`` (up to
-  3.11.9) times ``fileresp.send`` and marks the response's last byte (the
-  deferred close comes after it): ``transfer=sendfile`` for
-  ``loop.sendfile``, ``transfer=read`` when aiohttp falls back to executor
-  reads (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs
-  submitted meanwhile are counted in ``fileresp.read.count``, never one span
-  each. ``fileresp.bytes`` is the ``Content-Length`` aiohttp sent in full
-  (none when it raised); with compression, which drops the Content-Length,
-  the file's bytes handed to aiohttp's compressing writer (the whole file,
-  or the ``Content-Range`` of a 206): the compressed size is known only
-  after the response's last byte. From 3.11.10 the send phase also covers the
-  headers' preparation after the open, on the loop;
+  3.11.9) starts ``fileresp.send`` (the deferred close comes after the
+  response's end): ``transfer=sendfile`` for ``loop.sendfile``,
+  ``transfer=read`` when aiohttp falls back to executor reads
+  (``AIOHTTP_NOSENDFILE``, compression, TLS, uvloop); the jobs submitted
+  meanwhile are counted in ``fileresp.read.count``, never one span each.
+  From 3.11.10 the send phase also covers the headers' preparation after the
+  open, on the loop;
+- where the bytes are handed over, each stamped at the START of the call
+  (a stamp taken once it returned is late by the wait for the GIL, while the
+  client has the bytes), so the response and ``fileresp.send`` end at the
+  start of the call that handed over the last byte:
+
+  - ``os.sendfile``, which asyncio's ``loop.sendfile`` calls through the
+    ``os`` module on the event loop, in the response's context (also from
+    its writer callbacks): a wrapper that acts only while a file response
+    sends by sendfile in that context, and otherwise calls straight through
+    (one Python call more for anyone else's ``os.sendfile``; no system call
+    is added). ``fileresp.bytes`` adds what each call passed to the socket;
+  - ``FileResponse._sendfile_fallback``: while it runs, its writer's
+    ``write`` is observed on that writer object only (one coroutine frame
+    more per chunk); ``fileresp.bytes`` adds each chunk of the file handed
+    to the writer, up to the count aiohttp was asked to send (with
+    compression, which drops the Content-Length, the file's bytes handed to
+    the compressing writer: the whole file, or the ``Content-Range`` of a
+    206; the compressed size is known only after the response's last byte);
+  - the head: while ``prepare`` runs, the response's own ``_write_headers``
+    is observed on that response object only; a 304, a HEAD or an empty
+    file ends at the start of that call. Over TLS asyncio's own fallback
+    writes to the transport where none of these look: there the body's
+    bytes are the Content-Length, stamped when the send returned (late
+    under contention);
 
 ``http.response.status_code`` is the status aiohttp sent; when ``prepare``
 raises before any status was sent, the response is ``fileresp.outcome=error``
@@ -320,17 +340,22 @@ class _AiohttpHooks(Hooks):
         if record is None:
             return wrapped(*args, **kwargs)
         checks_on_loop = self.checks_on_loop
+        head_observer = _observe_head(record, instance)
 
         def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
+            if head_observer is not None and vars(instance).get("_write_headers") is head_observer:
+                del instance._write_headers
             # The status aiohttp sent, if it sent one: when prepare raises
             # before the headers are written (aiohttp 3.9 on a missing file or
             # a directory), no status was sent and the outcome is ``error``.
             if _headers_sent(instance):
-                now = perf_counter_ns()
-                status = instance.status
-                record.head_sent(status, now)
+                if record.status is None:
+                    # Prepared without the observer seeing it return (it
+                    # could not be put, or the write raised): the time is now.
+                    record.head_sent(instance.status, perf_counter_ns())
                 if error is None:
-                    record.body_done(now)  # what is left is aiohttp's own EOF
+                    # What is left is aiohttp's own EOF: complete, at its last byte.
+                    record.body_sent(0, perf_counter_ns(), final=True)
             status = record.status
             if record.detailed and status not in (None, 403, 404):
                 if checks_on_loop:
@@ -444,6 +469,34 @@ class _AiohttpHooks(Hooks):
             return wrapped(*args, **kwargs)
         return _sent(scope.record, instance, wrapped(*args, **kwargs))
 
+    def sendfile_fallback(
+        self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
+    ) -> Awaitable[Any]:
+        """``_sendfile_fallback``: the body read in executor jobs and written to
+        aiohttp's writer, chunk by chunk (``AIOHTTP_NOSENDFILE``, compression,
+        a loop without ``sendfile``)."""
+        scope = current_scope()
+        if scope is None or scope.job is not None:
+            return wrapped(*args, **kwargs)
+        return _written_through(scope.record, args, kwargs, wrapped(*args, **kwargs))
+
+    def os_sendfile(
+        self, wrapped: Callable[..., int], instance: Any, args: Any, kwargs: Any
+    ) -> int:
+        """``os.sendfile``, as asyncio's ``loop.sendfile`` calls it on the event
+        loop (in the task's context, also from its writer callbacks): while a
+        file response sends by sendfile, the bytes each call handed to the
+        socket, stamped at the call's start. Anyone else's call (no response
+        sending by sendfile in this context, a worker thread) passes
+        straight through."""
+        scope = current_scope()
+        if scope is None or scope.job is not None or scope.record.sending != n.TRANSFER_SENDFILE:
+            return wrapped(*args, **kwargs)
+        started = perf_counter_ns()
+        sent = wrapped(*args, **kwargs)
+        scope.record.body_sent(sent, started)
+        return sent
+
     def not_modified(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
@@ -468,23 +521,105 @@ class _AiohttpHooks(Hooks):
 
 
 async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) -> T:
-    record.send_started(perf_counter_ns())
+    record.body_started(perf_counter_ns(), n.TRANSFER_SENDFILE)
     try:
         writer = await sending
     except BaseException:
-        record.send_failed(perf_counter_ns())
+        record.body_failed(perf_counter_ns())
         raise
-    status = response.status
-    size: int | None = 0
-    if 200 <= status < 300 and status != 204:
-        # Any status the app chose for a whole file (200, 203, ...) or a 206.
-        # Compression drops the Content-Length: then the file's bytes handed
-        # to aiohttp's compressing writer are the whole file, or the range.
-        size = response.content_length
-        if size is None:
-            size = _range_length(response) if status == 206 else record.file_size
-    record.body_handed_over(size or 0, perf_counter_ns(), n.TRANSFER_SENDFILE)
+    unseen = 0
+    try:
+        status = response.status
+        if 200 <= status < 300 and status != 204:
+            # Any status the app chose for a whole file (200, 203, ...) or a
+            # 206. Compression drops the Content-Length: then the file's bytes
+            # handed to aiohttp's compressing writer are the whole file, or
+            # the range.
+            size = response.content_length
+            if size is None:
+                size = _range_length(response) if status == 206 else record.file_size
+            # Handed over past the os.sendfile and write observers: asyncio's
+            # own fallback on TLS writes to the transport itself.
+            unseen = max((size or 0) - record.bytes_sent, 0)
+    except Exception:
+        failed("aiohttp.send")
+    # aiohttp handed the whole body over: its last byte was stamped at the
+    # start of the call that handed it over, unless unseen (then: now).
+    record.body_sent(unseen, perf_counter_ns(), final=True)
     return writer
+
+
+def _observe_head(record: ResponseRecord, response: Any) -> Callable[[], Awaitable[None]] | None:
+    """Put, on this ``response`` only, an observer of its ``_write_headers``
+    (aiohttp hands the status line and headers to its writer there, in every
+    release): the head's time is the start of that call; the status and
+    Content-Length are read once it returned (compression drops the length).
+    The observer is the function itself; None if it could not be put."""
+    try:
+        write_headers = response._write_headers
+    except Exception:
+        failed("aiohttp.head")
+        return None
+
+    async def write_headers_observed(*args: Any, **kwargs: Any) -> None:
+        started = perf_counter_ns()
+        await write_headers(*args, **kwargs)
+        try:
+            status, length = response.status, response.content_length
+        except Exception:
+            failed("aiohttp.head")
+            return
+        record.head_sent(status, started, length)
+
+    try:
+        response._write_headers = write_headers_observed
+    except Exception:
+        failed("aiohttp.head")
+        return None
+    return write_headers_observed
+
+
+async def _written_through(
+    record: ResponseRecord, args: Any, kwargs: Any, falling_back: Awaitable[T]
+) -> T:
+    """aiohttp's read fallback, ``_sendfile_fallback(writer, fobj, offset,
+    count)``, with its writer's ``write`` observed (on that writer only, while
+    the fallback runs): each chunk is handed over by a write that begins at
+    the stamp given to the record. Only the ``count`` bytes it was asked to
+    send are counted: aiohttp before 3.13.4 reads a whole chunk first, which
+    a compressing writer (no Content-Length to cut at) sends beyond a range."""
+    observer = None
+    try:
+        writer, count = _fallback_arguments(*args, **kwargs)
+        left = [count if isinstance(count, int) else -1]
+        write = writer.write
+
+        async def write_observed(chunk: Any, *args: Any, **kwargs: Any) -> None:
+            started = perf_counter_ns()
+            await write(chunk, *args, **kwargs)
+            try:
+                size = len(chunk)
+                if left[0] >= 0:
+                    size = min(size, left[0])
+                    left[0] -= size
+            except Exception:
+                failed("aiohttp.write")
+                return
+            record.body_sent(size, started)
+
+        writer.write = write_observed
+        observer = write_observed
+    except Exception:
+        failed("aiohttp.write")
+    try:
+        return await falling_back
+    finally:
+        if observer is not None and vars(writer).get("write") is observer:
+            del writer.write
+
+
+def _fallback_arguments(writer: Any, fobj: Any, offset: Any, count: Any) -> tuple[Any, Any]:
+    return writer, count
 
 
 def _range_length(response: Any) -> int | None:
@@ -532,6 +667,11 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
             # The app's startup and cleanup: the zero series, the flush (_lifecycle).
             *_lifecycle.aiohttp_patches(hooks),
         ]
+        # Where the body's bytes are handed over, each stamped at the call's
+        # start: asyncio's loop.sendfile calls os.sendfile (the module's
+        # attribute, at call time); the fallback writes to aiohttp's writer.
+        patches.append(Patch(_FILE_RESPONSE, "_sendfile_fallback", hooks.sendfile_fallback))
+        patches.append(Patch("os", "sendfile", hooks.os_sendfile, required=False))
         if combined_job:
             # The checks' result and time come from the job's own result;
             # everything after the open, up to the last byte, is one method.

@@ -28,7 +28,10 @@ Phases as Starlette does them: ``fileresp.stat`` is the ``lookup_path`` job
 (realpath + stat) or the ``os.stat`` jobs; a 304 from ``StaticFiles`` is decided
 by ``is_not_modified`` before ``FileResponse`` runs, so it has no
 ``fileresp.open``; ``fileresp.send`` runs from the first read job (or body
-message) to the last body message, with the reads aggregated on it. With
+message) to the start of the ``send`` of the body message carrying the last
+byte, with the reads aggregated on it. Every message is stamped at the start
+of its ``send`` (the server may write it to the socket during the call), so
+the response never ends later than the client's last byte. With
 ``http.response.pathsend`` the server opens and sends the file:
 ``fileresp.transfer=pathsend``, ``fileresp.opened=false`` and
 ``fileresp.bytes`` is the file size handed over. A bare ``FileResponse``
@@ -86,7 +89,7 @@ from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
 from otel_fileresp._asgi_servers import client_gone_check
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
-from otel_fileresp._log import contained, failed
+from otel_fileresp._log import failed
 from otel_fileresp._patching import Patch
 from otel_fileresp._pools import POOL_ANYIO_THREADS
 from otel_fileresp._record import ResponseRecord, State, current_scope, serve_as_current
@@ -101,8 +104,6 @@ _IF_MODIFIED_SINCE: Final = "if-modified-since"
 _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "seek"})
 
 
-# Our own failures in these hooks: caught, logged once per key (see _log).
-_GUARD_STARLETTE_SEND: Final = contained("starlette.send", "failed to note a message sent")
 
 
 def _asgi_arguments(scope: AsgiScope, receive: Any, send: Send) -> tuple[AsgiScope, Any, Send]:
@@ -123,24 +124,37 @@ _WEBSOCKET_DENIAL: Final = "websocket."
 
 
 def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
-    """``message`` went to the server: tell the record."""
-    kind = message.get("type")
-    if isinstance(kind, str) and kind.startswith(_WEBSOCKET_DENIAL):
-        # A FileResponse refusing a websocket (``websocket.http.response.*``).
-        kind = kind[len(_WEBSOCKET_DENIAL) :]
-    now = perf_counter_ns()
+    """``message`` went to the server, by a ``send`` that began at
+    ``started_ns``: tell the record, with that time (the bytes may leave
+    during the call; see the record's rules)."""
+    try:
+        kind = message.get("type")
+        if isinstance(kind, str) and kind.startswith(_WEBSOCKET_DENIAL):
+            # A FileResponse refusing a websocket (``websocket.http.response.*``).
+            kind = kind[len(_WEBSOCKET_DENIAL) :]
+        if kind == "http.response.body":
+            size = len(message.get("body", b""))
+            final = not message.get("more_body", False)
+        elif kind == "http.response.start":
+            status = message.get("status", 200)
+            length = _content_length(message.get("headers"))
+        elif kind != "http.response.pathsend":
+            return
+    except Exception:
+        failed("starlette.send")
+        return
     if kind == "http.response.body":
-        record.body_chunk(len(message.get("body", b"")), now)
-        if not message.get("more_body", False):
-            record.body_done(now)
+        record.body_sent(size, started_ns, final=final)
     elif kind == "http.response.start":
-        record.head_sent(message.get("status", 200), now, _content_length(message.get("headers")))
-    elif kind == "http.response.pathsend":
-        record.pathsend(started_ns, now)
+        record.head_sent(status, started_ns, length)
+    else:  # the server opens and sends the file: its size is what it was handed
+        record.body_started(started_ns, n.TRANSFER_PATHSEND)
+        record.body_sent(record.file_size or 0, started_ns, final=True)
 
 
 def _observed_send(record: ResponseRecord, send: Send) -> Send:
-    """``send``, telling the record what was handed to the server.
+    """``send``, telling the record what was handed to the server, stamped at
+    the start of the ``send`` that handed it over.
 
     A message counts once ``send`` returned, or when the sending task was
     cancelled while the server had it (trio's hypercorn delivers the final
@@ -150,8 +164,10 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
     left (see :mod:`otel_fileresp._asgi_servers`)."""
 
     client_gone = None
-    with _GUARD_STARLETTE_SEND:
+    try:
         client_gone = client_gone_check(send)
+    except Exception:
+        failed("starlette.send")
 
     async def send_observed(message: Message) -> None:
         started = perf_counter_ns()
@@ -167,11 +183,9 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             import anyio  # Starlette's own dependency; only on this path
 
             if isinstance(exc, anyio.get_cancelled_exc_class()):
-                with _GUARD_STARLETTE_SEND:
-                    _handed_over(record, message, started)
+                _handed_over(record, message, started)
             raise
-        with _GUARD_STARLETTE_SEND:
-            _handed_over(record, message, started)
+        _handed_over(record, message, started)
 
     return send_observed
 

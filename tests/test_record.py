@@ -115,7 +115,7 @@ def test_complete_responses_are_never_errors(
 ) -> None:
     record, _ = new(head=head)
     record.head_sent(status, 2_000, content_length)
-    record.body_chunk(sent, 3_000)
+    record.body_sent(sent, 3_000)
     record.end()  # the framework returned without the final body message
     assert record.facts().error_type == error
     assert (record.facts().outcome == n.OUTCOME_ERROR) == (error is not None)
@@ -124,7 +124,7 @@ def test_complete_responses_are_never_errors(
 def test_an_exception_after_a_complete_body_is_not_an_error() -> None:
     record, _ = new()
     record.head_sent(200, 2_000, 10)
-    record.body_chunk(10, 3_000)
+    record.body_sent(10, 3_000)
     record.end(ConnectionResetError())
     assert record.facts().error_type is None
     assert record.facts().end_ns == 3_000  # the last byte, not the exception
@@ -189,7 +189,7 @@ def test_other_exceptions_are_errors_with_their_type() -> None:
 def test_outcome_of_the_status_sent(status: int, head: bool, outcome: str) -> None:
     record, _ = new(head=head)
     record.head_sent(status, 2_000, 0)
-    record.body_done(3_000)
+    record.body_sent(0, 3_000, final=True)
     record.end()
     assert record.facts().outcome == outcome
 
@@ -198,7 +198,7 @@ def test_a_redirect_names_no_file() -> None:
     record, _ = new()
     record.looked_up("/srv/docs/index.html", 10)
     record.head_sent(307, 2_000, 0)
-    record.body_done(2_500)
+    record.body_sent(0, 2_500, final=True)
     record.end()
     assert (record.facts().file_path, record.facts().file_size) == (None, None)
 
@@ -209,7 +209,7 @@ def test_a_redirect_names_no_file() -> None:
 def test_jobs_after_the_end_are_not_the_responses() -> None:
     record, _ = new()
     record.head_sent(200, 2_000, 0)
-    record.body_done(3_000)
+    record.body_sent(0, 3_000, final=True)
     assert record.wrap_job(lambda: None, n.JOB_CLOSE) is None
 
 
@@ -218,7 +218,7 @@ def test_a_wait_counts_only_up_to_the_end() -> None:
     job = record.wrap_job(lambda: None, n.JOB_STAT)
     assert job is not None
     record.head_sent(200, perf_now(), None)
-    record.body_done(perf_now())  # the response ends while the job is queued
+    record.body_sent(0, perf_now(), final=True)  # the response ends while the job is queued
     job()
     assert record.facts().jobs == 1
     assert record.facts().wait_s <= record.facts().duration_s
@@ -236,12 +236,12 @@ def test_the_end_is_the_last_byte_owed_not_a_later_empty_message() -> None:
     record, _ = new()
     record.begin()
     record.head_sent(200, perf_now(), 5)
-    record.body_chunk(5, perf_now())
+    record.body_sent(5, perf_now())
     last_byte = record._last_byte_ns
     job = record.wrap_job(lambda: b"", n.JOB_READ)  # reads EOF after the last byte
     assert job is not None
     job()
-    record.body_done(perf_now())  # the final, empty, message
+    record.body_sent(0, perf_now(), final=True)  # the final, empty, message
     record.end()
     assert record.facts().end_ns == last_byte
     assert record.facts().jobs == 0 and record.facts().wait_s == 0
@@ -280,14 +280,14 @@ def test_opens_after_the_response_completed_are_not_its_own() -> None:
     record.begin()
     record.serves("/srv/static/app.js")
     record.head_sent(304, perf_now(), None)
-    record.body_done(perf_now())
+    record.body_sent(0, perf_now(), final=True)
     record.open_seen("/srv/static/app.js")
     assert not record.facts().opened
 
 
 def test_a_job_of_unknown_kind_while_sending_is_a_read() -> None:
     record, _ = new()
-    record.send_started(2_000)
+    record.body_started(2_000, n.TRANSFER_SENDFILE)
     run_job(record, None)()
     assert record.facts().read_count == 1
 
@@ -348,8 +348,7 @@ def test_its_end_hands_over_one_frozen_value() -> None:
     record, sink = new()
     record.serves("/srv/app.js", 16)
     record.head_sent(200, 2_000, 16)
-    record.body_chunk(16, 3_000)
-    record.body_done(3_000)
+    record.body_sent(16, 3_000, final=True)
     record.end()
     (finished,) = sink.finished
     assert finished is not None
@@ -357,7 +356,7 @@ def test_its_end_hands_over_one_frozen_value() -> None:
     assert (finished.started_ns, finished.end_ns) == (1_000, 3_000)
     with pytest.raises(AttributeError):
         finished.status = 500  # type: ignore[misc]
-    record.body_chunk(99, 4_000)  # a late verb changes nothing handed over
+    record.body_sent(99, 4_000)  # a late verb changes nothing handed over
     assert finished.bytes_sent == 16
 
 
@@ -392,8 +391,8 @@ def test_lean_records_keep_only_what_the_default_telemetry_needs() -> None:
     record.precondition(n.PRECONDITION_PASS, "if-none-match", 30, 20)
     run_job(record, n.JOB_OPEN, opens="/srv/app.js")(object())
     record.head_sent(200, 2_000, 16)
-    record.body_chunk(16, 3_000)
-    record.body_done(3_000)
+    record.body_sent(16, 3_000)
+    record.body_sent(0, 3_000, final=True)
     record.end()
     assert record.facts().opened and record.facts().jobs == 1
     assert list(record.facts().phases) == []
@@ -537,7 +536,7 @@ def test_a_body_not_all_handed_over_is_incomplete_whatever_the_framework_did() -
     record, _ = new()
     record.begin()
     record.head_sent(200, perf_now(), 1000)
-    record.body_chunk(200, perf_now())  # the rest was dropped by the server
+    record.body_sent(200, perf_now())  # the rest was dropped by the server
     record.end()
     assert record.facts().outcome == n.OUTCOME_ERROR
     assert record.facts().error_type == n.ERROR_INCOMPLETE_BODY
@@ -548,6 +547,6 @@ def test_an_error_status_sent_by_the_framework_is_its_error_type() -> None:
     record, _ = new()
     record.begin()
     record.head_sent(400, perf_now(), 0)
-    record.body_done(perf_now())
+    record.body_sent(0, perf_now(), final=True)
     record.end()
     assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "400")
