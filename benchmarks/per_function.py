@@ -201,7 +201,25 @@ class Tracer:
         ):
             self._wrap_outside_callables(result)
             return self.wrap(result, result.__qualname__)
+        self._wrap_held_callable(result)
         return result
+
+    def _wrap_held_callable(self, job: Any) -> None:
+        """A callable object of this package holding the framework's callable
+        (a worker-pool job: ``PoolJob._fn``) calls it: that callable is
+        wrapped as ``outside: ...``, as a closure's would be."""
+        held = getattr(job, "_fn", None)
+        if (
+            held is None
+            or isinstance(job, type)
+            or not _ours(type(job).__call__)
+            or _ours(held)
+            or hasattr(held, "_fileresp_traced")
+            or not isinstance(held, _CALLABLES)
+        ):
+            return
+        name = getattr(held, "__qualname__", None) or type(held).__name__
+        job._fn = self.wrap(held, f"outside: {name}")
 
     def _wrap_outside_callables(self, closure: types.FunctionType) -> None:
         """A closure of this package calls what it closed over (a worker-pool
@@ -227,7 +245,9 @@ class Tracer:
 
         def traced(*args: Any, **kwargs: Any) -> Any:
             result = tracer.enter(name, fn, args, kwargs)
-            if isinstance(result, _FOLLOWED):
+            if isinstance(result, _FOLLOWED) or isinstance(
+                getattr(type(result), "_fn", None), types.MemberDescriptorType
+            ):
                 # wrapping the result is the profiler's work: in a slot of its
                 # own, so that it is not counted as the caller's
                 return tracer.enter("<profiling>", tracer.follow, (result, name), None)
