@@ -258,7 +258,6 @@ class PoolJob(Scope):
         on_error: Callable[[ResponseRecord, BaseException], None] | None,
     ) -> None:
         self.record = record
-        self.job = self
         self._fn = fn
         self.kind = kind
         self.submitted = submitted
@@ -269,6 +268,13 @@ class PoolJob(Scope):
         self.is_stat = is_stat
         self._on_result = on_result
         self._on_error = on_error
+
+    @property
+    def job(self) -> PoolJob:  # type: ignore[override]
+        """The running job: this one (a property, not a slot: a slot holding
+        the job itself would be a reference cycle, keeping the framework's
+        callable, and a file it is bound to, alive until a garbage collection)."""
+        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """(Worker side) run the framework's callable; the framework's own
