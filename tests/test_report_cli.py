@@ -844,6 +844,12 @@ def test_text_output_is_an_aligned_table(
     slowest = sections[3].splitlines()
     assert slowest[0] == "Slowest 4 file responses"
     assert len(slowest) == 2 + 4
+    # The spans may be a sample; the output says so and names the complete count.
+    assert sections[4] == (
+        "Traces may be sampled or dropped (head sampling, a full span queue): these are the"
+        " responses that were exported, not all; the metric fileresp.opens is the complete"
+        " count.\n"
+    )
 
 
 # --- errors ----------------------------------------------------------------------
