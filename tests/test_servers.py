@@ -596,6 +596,16 @@ def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
     zero = [p for p in opens if p.attributes.get("http.response.status_code") == 304]
     assert sorted(p.resource.get("process.pid") for p in zero) == sorted(workers)
     assert {p.value for p in zero} == {0}
+    # So do the pool gauges and every other fileresp.* metric: nothing from
+    # a process that served no file (a gunicorn or granian master).
+    metric_pids = {
+        p.resource.get("process.pid") for p in received.points() if p.metric.startswith("fileresp.")
+    }
+    assert metric_pids == workers, (metric_pids, workers)
+    pool_pids = {
+        p.resource.get("process.pid") for p in received.points("fileresp.threadpool.limit")
+    }
+    assert pool_pids == workers, (pool_pids, workers)
     for span in received.spans("fileresp.response"):
         assert span.attributes["fileresp.framework"] == setup.framework
         assert span.attributes["file.name"] == "hello.txt"
