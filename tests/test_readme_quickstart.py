@@ -290,6 +290,16 @@ def test_readme_quickstart(tmp_path: Path) -> None:
         assert parent is not None, f"fileresp.response has no parent: {response}"
         assert parent["kind"] == "SpanKind.SERVER", parent
         assert parent["context"]["trace_id"] == response["context"]["trace_id"]
+    # Without the `report` extra (the block installs none): the console
+    # exporter's spans are read whole, so ijson is not needed.
+    no_ijson = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import ijson"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "ModuleNotFoundError" in no_ijson.stderr, no_ijson.stderr
     passed = _report(venv, spans)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "Check passed" in passed.stdout, passed.stdout

@@ -14,6 +14,7 @@ import pytest
 
 from otel_fileresp.report.baseline import parse_growth
 from otel_fileresp.report.cli import EXIT_ERROR, EXIT_OK, EXIT_WORSE_THAN_BASELINE, main
+from otel_fileresp.report.render import SAMPLE_NOTE
 
 START_NS = 1_800_000_000_000_000_000
 PHASE_SPANS = {
@@ -252,6 +253,8 @@ def test_noise_is_not_flagged(fmt: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert status == EXIT_OK, out
     assert "nothing worse than the baseline" in out
     assert "400 -> 400" in out  # both sides counted, per phase
+    # A pass is over the exported spans: the output says so, and names the complete count.
+    assert out.rstrip("\n").endswith(SAMPLE_NOTE)
     for phase in ("response", "stat", "open", "threadpool.wait", "send"):
         assert f"\n  {phase} " in out
 

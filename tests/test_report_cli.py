@@ -583,7 +583,7 @@ def test_streamed_documents_give_the_same_report(
     """Documents larger than the limits are streamed with ijson, by either backend."""
     path = write(scenario.spans, tmp_path / "traces.json")
     counting = CountingBackend(backend)
-    monkeypatch.setattr(readers, "IJSON_BACKEND", counting)
+    monkeypatch.setattr(readers, "ijson_backend", lambda: counting)
     monkeypatch.setattr(readers, "LINE_BYTES_PARSED_WHOLE", 512)
     monkeypatch.setattr(readers, "MULTILINE_BYTES_PARSED_WHOLE", 512)
 
@@ -603,7 +603,7 @@ def test_a_long_line_is_parsed_whole_and_a_long_document_streamed(
     assert min(sizes) > readers.MULTILINE_BYTES_PARSED_WHOLE
     assert sizes[0] < readers.LINE_BYTES_PARSED_WHOLE
     counting = CountingBackend("yajl2_c")
-    monkeypatch.setattr(readers, "IJSON_BACKEND", counting)
+    monkeypatch.setattr(readers, "ijson_backend", lambda: counting)
 
     assert_matches_scenario(summarize([one_line]), scenario)
     assert counting.streamed == 0
@@ -627,7 +627,72 @@ def test_a_streamed_document_cut_short_is_an_error(
 
 
 def test_the_compiled_ijson_backend_is_used() -> None:
-    assert readers.IJSON_BACKEND.backend_name == "yajl2_c"
+    assert readers.ijson_backend().backend_name == "yajl2_c"
+
+
+# ijson is the report extra: without it, what is read whole still is.
+_WITHOUT_IJSON = (
+    "import sys; sys.modules['ijson'] = None;"  # `import ijson` fails, as when not installed
+    " from otel_fileresp.report.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def _report(path: Path, *, ijson_installed: bool) -> subprocess.CompletedProcess[str]:
+    command = ["-m", "otel_fileresp"] if ijson_installed else ["-c", _WITHOUT_IJSON]
+    return subprocess.run(
+        [sys.executable, *command, "report", "--format", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(write_collector_jsonl, id="collector"),
+        pytest.param(write_console, id="console"),
+        pytest.param(_compact(write_jaeger), id="jaeger-one-line"),
+    ],
+)
+def test_without_ijson_documents_read_whole_give_the_same_report(
+    scenario: Scenario, tmp_path: Path, write: Writer
+) -> None:
+    """Collector lines, console spans and one-line documents up to 1 MiB need no ijson."""
+    path = write(scenario.spans, tmp_path / "traces.json")
+    assert path.stat().st_size < readers.LINE_BYTES_PARSED_WHOLE
+
+    without = _report(path, ijson_installed=False)
+    with_ijson = _report(path, ijson_installed=True)
+
+    assert without.returncode == 0, without.stderr
+    assert without.stdout == with_ijson.stdout
+    assert json.loads(without.stdout)["responses"] == len(scenario.responses)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [pytest.param(write_jaeger, id="jaeger"), pytest.param(write_tempo_batches, id="tempo")],
+)
+def test_without_ijson_a_streamed_document_names_the_extra(
+    scenario: Scenario, tmp_path: Path, write: Writer
+) -> None:
+    """A document too large to be read whole is not read whole: one line, exit 2."""
+    path = tmp_path / "traces.json"
+    path.write_text("INFO: downloaded\n" + write(scenario.spans, path).read_text())
+    assert path.stat().st_size > readers.MULTILINE_BYTES_PARSED_WHOLE
+
+    result = _report(path, ijson_installed=False)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"otel-fileresp: error: {path}: the JSON document from line 2 is too large to be"
+        " read whole and ijson, which streams it, is not installed:"
+        " pip install 'otel-fileresp[report]'\n"
+    )
+    assert _report(path, ijson_installed=True).returncode == 0
 
 
 def test_console_exporter_output_with_log_lines(
@@ -844,6 +909,12 @@ def test_text_output_is_an_aligned_table(
     slowest = sections[3].splitlines()
     assert slowest[0] == "Slowest 4 file responses"
     assert len(slowest) == 2 + 4
+    # The spans may be a sample; the output says so and names the complete count.
+    assert sections[4] == (
+        "Traces may be sampled or dropped (head sampling, a full span queue): these are the"
+        " responses that were exported, not all; the metric fileresp.opens is the complete"
+        " count.\n"
+    )
 
 
 # --- errors ----------------------------------------------------------------------

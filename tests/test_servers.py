@@ -12,7 +12,13 @@ OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
 - gunicorn, 2 workers of aiohttp's ``GunicornWebWorker``;
 - hypercorn, 1 worker process (see ``_hypercorn``);
 - granian, ASGI interface, 2 workers: it offers ``http.response.pathsend``,
-  which Starlette 0.47+ uses, so the server, not Python, opens the file.
+  which Starlette 0.47+ uses, so the server, not Python, opens the file. Its
+  workers are ``multiprocessing`` processes: it runs with the interpreter's
+  start method, and with each of the other two set by
+  ``tests/apps/granian_start_method.py`` (``fork``, ``forkserver``, which
+  granian turns into ``spawn``, and ``spawn``), so the figures hold on Python
+  3.14 (default ``forkserver``) as on 3.11-3.13 (default ``fork``); each test
+  checks from the workers' command lines that they were started that way.
 
 The batch span processor and the metric reader are set to export every 60 s,
 so nothing is exported on schedule during a test: what the receiver gets was
@@ -34,9 +40,10 @@ worker's spans and points (told apart by ``process.pid``) match.
 **With the flush off** (``test_sigterm_with_flush_off``,
 ``OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN=false``) the same servers run the
 tests' apps (``tests/apps/``, no flush code either): uvicorn, gunicorn's
-``UvicornWorker`` and granian deliver nothing (uvicorn re-raises the signal,
-the workers die of it or exit without running exit handlers); aiohttp's
-worker and hypercorn exit normally, so the SDK's own exit handler delivers
+``UvicornWorker`` and granian's forked workers deliver nothing (uvicorn
+re-raises the signal, the workers die of it or exit with ``os._exit``
+without running exit handlers); aiohttp's worker, hypercorn and granian's
+spawned workers exit normally, so the SDK's own exit handler delivers
 everything.
 Those facts are what docs/servers.md states; if a server release changes
 them, that test says so.
@@ -55,6 +62,7 @@ is killed with its whole process group and the test fails.
 from __future__ import annotations
 
 import http.client
+import multiprocessing
 import os
 import re
 import signal
@@ -345,6 +353,8 @@ class Setup:
     # the same server, running the tests' app (no flush code either)
     bare_command: list[str]
     dies_of_signal: bool = False
+    # how the workers are started, when the test checks it: "fork" or "spawn"
+    workers_start: str | None = None
 
 
 def _gunicorn(worker_class: str, target: str, config: bool = True) -> list[str]:
@@ -387,9 +397,27 @@ def _uvicorn() -> list[str]:
     ]
 
 
-def _granian() -> list[str]:
+# multiprocessing's start methods on Linux; the first is the interpreter's default.
+START_METHODS = multiprocessing.get_all_start_methods()
+DEFAULT_START_METHOD = START_METHODS[0]
+
+
+def _granian_workers_start(start_method: str) -> str:
+    """How granian 2.x starts its workers under a start method: ``fork``, or
+    ``spawn`` for ``forkserver`` too (granian/server/mp.py, ``WorkerProcess``)."""
+    return "fork" if start_method == "fork" else "spawn"
+
+
+def _granian(start_method: str | None = None) -> list[str]:
+    """granian's command line; with ``start_method``, its workers are started
+    with that ``multiprocessing`` start method (``tests/apps/granian_start_method.py``)."""
+    launcher = (
+        [str(BIN / "granian")]
+        if start_method is None
+        else [sys.executable, str(TEST_APPS / "granian_start_method.py"), start_method]
+    )
     return [
-        str(BIN / "granian"),
+        *launcher,
         "--interface",
         "asgi",
         "--workers",
@@ -449,9 +477,28 @@ SETUPS = {
         # The server opens the file (pathsend) where Starlette uses it.
         transfer="pathsend" if STARLETTE_PATHSEND else "read",
         opened=not STARLETTE_PATHSEND,
-        delivered_without_flush=False,
+        # The interpreter's default start method: fork on Linux up to 3.13.
+        delivered_without_flush=_granian_workers_start(DEFAULT_START_METHOD) == "spawn",
         bare_command=_granian(),
+        workers_start=_granian_workers_start(DEFAULT_START_METHOD),
     ),
+    # The other start methods, set by the program that runs granian (Python
+    # 3.14's default is forkserver): a spawned worker ends with sys.exit, so
+    # the SDK's exit handler flushes too; a forked one with os._exit.
+    **{
+        f"granian-{method}": Setup(
+            _granian(method),
+            workers=2,
+            framework="starlette",
+            transfer="pathsend" if STARLETTE_PATHSEND else "read",
+            opened=not STARLETTE_PATHSEND,
+            delivered_without_flush=_granian_workers_start(method) == "spawn",
+            bare_command=_granian(method),
+            workers_start=_granian_workers_start(method),
+        )
+        for method in START_METHODS
+        if method != DEFAULT_START_METHOD
+    },
 }
 
 
@@ -501,6 +548,18 @@ def _without_transfer(counts: dict[int, Counter[tuple[object, ...]]]) -> dict[in
     return result
 
 
+def _check_workers_start(setup: Setup, pins: list[Pinned]) -> None:
+    """The workers were started as ``setup`` says: a spawned ``multiprocessing``
+    worker runs ``multiprocessing.spawn``'s ``spawn_main`` (its command line
+    says so); a forked one has its parent's command line."""
+    if setup.workers_start is None:
+        return
+    for pin in pins:
+        argv = Path(f"/proc/{pin.pid}/cmdline").read_bytes().split(b"\0")
+        spawned = any(b"spawn_main" in arg for arg in argv)
+        assert spawned == (setup.workers_start == "spawn"), (setup.workers_start, argv)
+
+
 @pytest.mark.parametrize("name", list(SETUPS))
 def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
     """The examples as shipped (no flush code): N responses, SIGTERM, exactly N
@@ -511,6 +570,7 @@ def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
         running(tmp_path, setup.command, EXAMPLES, receiver) as server,
     ):
         pins = _pin_workers(server, setup.workers)
+        _check_workers_start(setup, pins)
         _serve(pins, N)
         stop(server, dies_of_signal=setup.dies_of_signal)
     expected = _expected(setup, pins)
@@ -536,6 +596,16 @@ def test_sigterm_delivers_everything(tmp_path: Path, name: str) -> None:
     zero = [p for p in opens if p.attributes.get("http.response.status_code") == 304]
     assert sorted(p.resource.get("process.pid") for p in zero) == sorted(workers)
     assert {p.value for p in zero} == {0}
+    # So do the pool gauges and every other fileresp.* metric: nothing from
+    # a process that served no file (a gunicorn or granian master).
+    metric_pids = {
+        p.resource.get("process.pid") for p in received.points() if p.metric.startswith("fileresp.")
+    }
+    assert metric_pids == workers, (metric_pids, workers)
+    pool_pids = {
+        p.resource.get("process.pid") for p in received.points("fileresp.threadpool.limit")
+    }
+    assert pool_pids == workers, (pool_pids, workers)
     for span in received.spans("fileresp.response"):
         assert span.attributes["fileresp.framework"] == setup.framework
         assert span.attributes["file.name"] == "hello.txt"
@@ -548,9 +618,10 @@ def test_sigterm_with_flush_off(tmp_path: Path, name: str) -> None:
     """The tests' apps, ``OTEL_PYTHON_FILERESP_FLUSH_ON_SHUTDOWN=false``: what
     each server loses on SIGTERM without the package's flush.
 
-    uvicorn, gunicorn's UvicornWorker and granian lose every span and point
-    buffered in their workers; aiohttp's worker and hypercorn exit normally and
-    the SDK's exit handler flushes. docs/servers.md reports the same figures.
+    uvicorn, gunicorn's UvicornWorker and granian's forked workers lose every
+    span and point buffered in their workers; aiohttp's worker, hypercorn and
+    granian's spawned workers exit normally and the SDK's exit handler
+    flushes. docs/servers.md reports the same figures.
     """
     setup = SETUPS[name]
     with (
@@ -564,6 +635,7 @@ def test_sigterm_with_flush_off(tmp_path: Path, name: str) -> None:
         ) as server,
     ):
         pins = _pin_workers(server, setup.workers)
+        _check_workers_start(setup, pins)
         _serve(pins, N)
         stop(server, dies_of_signal=setup.dies_of_signal)
     received = receiver.received

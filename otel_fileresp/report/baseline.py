@@ -54,7 +54,7 @@ from otel_fileresp.report.model import (
     split_grouped_framework,
 )
 from otel_fileresp.report.readers import display_name, read_file
-from otel_fileresp.report.render import format_ms, report_as_dict, stats_as_dict
+from otel_fileresp.report.render import SAMPLE_NOTE, format_ms, report_as_dict, stats_as_dict
 
 #: Statuses whose response never needs the file.
 NO_FILE_STATUSES: Final = frozenset({304, 412})
@@ -357,6 +357,8 @@ def render_text(comparisons: Sequence[Comparison], *, max_p99_growth: float | No
         else:
             out.append("nothing worse than the baseline")
         out.append("")
+    if any(c.baseline.response_count or c.now.response_count for c in comparisons):
+        out += [SAMPLE_NOTE, ""]
     return "\n".join(out)
 
 

@@ -35,6 +35,12 @@ is installed, else its pure-Python one), one resource group (OTLP) or one
 trace (Jaeger) at a time; its format is taken from its first keys, and it is
 read to the end of the file, so whatever follows it in the same file must be
 documents of the same kind.
+
+``ijson`` is the ``report`` extra (``pip install 'otel-fileresp[report]'``),
+imported by the first document that is streamed, so neither an instrumented
+app nor a report over Collector lines or console spans loads it. Without it,
+such a document is an :class:`InputError` naming the extra: it is not parsed
+whole instead, because memory would then grow with the document.
 """
 
 from __future__ import annotations
@@ -50,8 +56,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any, BinaryIO, Final
-
-import ijson  # type: ignore[import-untyped]
 
 from otel_fileresp.report.aggregate import ReportBuilder
 from otel_fileresp.report.model import SpanRecord
@@ -87,11 +91,23 @@ _RESOURCE_GROUP_PREFIXES: Final = frozenset(
 )
 _MAX_KEYS_IN_MESSAGE: Final = 5
 
-try:
-    #: The ijson backend large documents are streamed with.
-    IJSON_BACKEND: Any = ijson.get_backend("yajl2_c")
-except ImportError:  # no compiled extension for this platform
-    IJSON_BACKEND = ijson.get_backend("python")
+#: How to install ijson, which streams the large documents.
+IJSON_INSTALL: Final = "pip install 'otel-fileresp[report]'"
+
+
+def ijson_backend() -> Any:
+    """The ijson backend large documents are streamed with, imported now.
+
+    Its C backend ``yajl2_c``, else (no compiled extension for this
+    platform) its pure-Python one. Raises :class:`ImportError` without ijson.
+    """
+    import ijson  # type: ignore[import-untyped]
+
+    try:
+        return ijson.get_backend("yajl2_c")
+    except ImportError:
+        return ijson.get_backend("python")
+
 
 UnitReader = Callable[[object], None]
 
@@ -348,6 +364,14 @@ class _FileReader:
 
     def _stream_document(self, head: bytes) -> None:
         """Stream a large document that starts with ``head``, to the end of the file."""
+        try:
+            backend = ijson_backend()
+            import ijson  # already imported by ijson_backend()
+        except ImportError:
+            raise self._error(
+                f"the JSON document from line {self._document_line} is too large to be"
+                f" read whole and ijson, which streams it, is not installed: {IJSON_INSTALL}"
+            ) from None
         # In chunks: ijson builds every unit of a chunk before it yields the first.
         head_chunks = (
             head[at : at + _STREAM_CHUNK_BYTES] for at in range(0, len(head), _STREAM_CHUNK_BYTES)
@@ -355,8 +379,8 @@ class _FileReader:
         rest = iter(partial(self._stream.read, _STREAM_CHUNK_BYTES), b"")
         source = ijson.from_iter(itertools.chain(head_chunks, rest))
         try:
-            prefix, read_unit = self._units_of_large_document(head)
-            for unit in IJSON_BACKEND.items(source, prefix, multiple_values=True, use_float=True):
+            prefix, read_unit = self._units_of_large_document(head, backend)
+            for unit in backend.items(source, prefix, multiple_values=True, use_float=True):
                 read_unit(unit)
         except ijson.JSONError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -366,8 +390,10 @@ class _FileReader:
         except TraceShapeError as exc:
             raise self._error(f"{exc} (line {self._document_line})") from None
 
-    def _units_of_large_document(self, head: bytes) -> tuple[str, UnitReader]:
+    def _units_of_large_document(self, head: bytes, backend: Any) -> tuple[str, UnitReader]:
         """The ijson prefix of a document's units and their reader, from its first bytes."""
+        import ijson  # imported by ijson_backend(), which gave ``backend``
+
         readers: dict[str, UnitReader] = {
             "item": partial(self._jaeger_trace, where="the top-level array"),
             f"{_JAEGER_TRACES_KEY}.item": partial(self._jaeger_trace, where=_JAEGER_TRACES_KEY),
@@ -376,7 +402,7 @@ class _FileReader:
         }
         top_level_keys: list[str] = []
         try:
-            for prefix, event, value in IJSON_BACKEND.parse(head):
+            for prefix, event, value in backend.parse(head):
                 if prefix in readers:
                     return prefix, readers[prefix]
                 if prefix == "" and event == "map_key":

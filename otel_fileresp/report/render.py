@@ -82,8 +82,9 @@ def report_as_dict(report: Report, *, check: CheckResult | None) -> dict[str, ob
     }
 
 
-# Spans are a sample: head sampling and a full SDK queue leave responses out.
-_SAMPLE_NOTE = (
+#: Spans are a sample: head sampling and a full SDK queue leave responses out.
+#: Ends the text output of every report (also ``--baseline``) that has responses.
+SAMPLE_NOTE: Final = (
     "Traces may be sampled or dropped (head sampling, a full span queue): these are the "
     "responses that were exported, not all; the metric fileresp.opens is the complete count."
 )
@@ -107,7 +108,7 @@ def render_text(report: Report, *, check: CheckResult | None) -> str:
         lines += _durations_section(report)
         lines += _status_section(report)
         lines += _slowest_section(report)
-        lines += ["", _SAMPLE_NOTE]
+        lines += ["", SAMPLE_NOTE]
     if check is not None:
         lines += _check_section(report, check)
     return "\n".join(lines) + "\n"
