@@ -104,8 +104,6 @@ _IF_MODIFIED_SINCE: Final = "if-modified-since"
 _READ_METHODS: Final = frozenset({"read", "read1", "readinto", "readinto1", "seek"})
 
 
-
-
 def _asgi_arguments(scope: AsgiScope, receive: Any, send: Send) -> tuple[AsgiScope, Any, Send]:
     return scope, receive, send
 
