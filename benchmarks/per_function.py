@@ -662,7 +662,7 @@ GROUPS = (
     "coroutines made per response (their bodies)",
     "the telemetry decision (Telemetry: may_record_spans, new_record, ...)",
     "emission (attributes, the metric calls; less the SDK's work)",
-    "guards (contained, log_once)",
+    "guards (failed, log_once: only when something failed)",
 )
 
 

@@ -27,7 +27,6 @@ so every module can use it.
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Final
 
 _logger: Final = logging.getLogger("otel_fileresp")
@@ -53,31 +52,3 @@ def failed(where: str, what: str | None = None) -> None:
 def forget_logged() -> None:
     """Let every key log again (for tests of the logging itself)."""
     _logged_once.clear()
-
-
-class contained:
-    """``with contained("key", "what failed"):`` swallows and logs our own failure once.
-
-    Only :class:`Exception` is contained: ``KeyboardInterrupt``, ``SystemExit``
-    and cancellation pass through, as they would without this package.
-    """
-
-    __slots__ = ("_key", "_message")
-
-    def __init__(self, key: str, message: str) -> None:
-        self._key = key
-        self._message = message
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        if exc_type is None or not issubclass(exc_type, Exception):
-            return False
-        log_once(self._key, self._message)
-        return True
