@@ -167,8 +167,8 @@ def tests(session: nox.Session, frameworks: str) -> None:
         []
         if latest
         else [
-            "--ignore=tests/test_fastapi.py",
-            "--ignore=tests/test_examples_fastapi.py",
+            "--ignore=tests/frameworks/test_fastapi.py",
+            "--ignore=tests/docs/test_examples_fastapi.py",
         ]
     )
     # Release-independent tests (the README Quickstart, which installs the

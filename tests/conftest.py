@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import Telemetry
+from support.harness import Telemetry
 
 # -- tests that run once ---------------------------------------------------------
 #
@@ -52,16 +52,7 @@ ONCE: dict[str, Once] = {
             "test_streamed_documents_give_the_same_report",
         ),
     ),
-    "test_contract_v2.py": Once(
-        "settings parsing (environment and keywords): no framework",
-        only=(
-            "test_phase_metrics_values",
-            "test_a_bad_value_warns_once_and_uses_the_default",
-            "test_metrics_values",
-            "test_keywords_win_over_the_environment",
-            "test_a_bad_keyword_warns_naming_the_keyword",
-        ),
-    ),
+    "test_settings.py": Once("settings parsing (environment and keywords): no framework"),
     "test_noop_providers.py": Once(
         "the OpenTelemetry API's proxy providers, in a subprocess that imports no framework",
         only=("test_api_proxies_become_live_when_a_provider_is_set",),
@@ -95,7 +86,7 @@ ONCE: dict[str, Once] = {
     "test_prometheus.py": Once(
         "the docs' PromQL, evaluated by Prometheus 2.42, checked against the SDK's"
         " in-memory reader of the same traffic: the releases' metrics are checked"
-        " in every session by test_metrics, test_contract_v2 and test_pool_gauges"
+        " in every session by test_metrics, test_metric_points and test_pool_gauges"
     ),
     "test_prometheus_alerts.py": Once(
         "the docs' alert rules (promtool, and evaluated by Prometheus 2.42) against"

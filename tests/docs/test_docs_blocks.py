@@ -30,7 +30,7 @@ have (Jaeger, Tempo, a Collector, docker, an OTLP endpoint, a trace file
 from elsewhere) and commands that take minutes (``dev.py test``, the
 benchmarks) are left unmarked, and the page says so next to them where a
 reader would otherwise expect it to run. README's Quickstart has its own
-test (``tests/test_readme_quickstart.py``: a clone, a fresh virtualenv, its
+test (``tests/docs/test_readme_quickstart.py``: a clone, a fresh virtualenv, its
 install line).
 """
 
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIMEOUT = 120.0
 FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})")

@@ -9,7 +9,7 @@ the Collector's file-exporter format), drawn from one distribution, so the
 comparison passes as the page says a healthy canary does. The fences that
 are not ``bash`` (sample output, the PromQL) are not run here; the PromQL
 fences are run by ``test_the_promql_compares_two_versions``: a real
-Prometheus (Debian's, as in tests/prometheus_support.py) scrapes two versions
+Prometheus (Debian's, as in tests/support/prometheus.py) scrapes two versions
 of an aiohttp app in two processes, the canary with a simulated regression.
 """
 
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_baseline import draw, write_otlp
+from support.trace_files import draw, write_otlp
 
 from otel_fileresp.probe.scenarios import PAGE as PAGE_FILE
 from otel_fileresp.probe.scenarios import make_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 PAGE = ROOT / "docs" / "upgrading.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -133,7 +133,7 @@ def prometheus_scraping(workdir: Path, stable: int, canary: int):
     """Prometheus scraping both versions twice: job ``shop`` with a
     ``service_version`` target label (as a promoted resource attribute would
     be), and job ``shop-plain`` without it (for the ``target_info`` join)."""
-    prometheus_support = pytest.importorskip("prometheus_support")
+    prometheus_support = pytest.importorskip("support.prometheus")
     binary, _ = prometheus_support.binaries()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -208,7 +208,7 @@ def test_the_promql_compares_two_versions(tmp_path: Path) -> None:
     the page, as written, must tell them apart."""
     # CI installs Debian's prometheus (.ci/run): missing, this fails, never skips.
     assert shutil.which("prometheus"), "Debian's prometheus is needed (apt-get install prometheus)"
-    import prometheus_support
+    import support.prometheus as prometheus_support
 
     root = tmp_path / "files"
     root.mkdir()

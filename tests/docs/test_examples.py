@@ -22,11 +22,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
-from otlp_receiver import otlp_http_receiver
-from test_autoinstrument import instrumented
+from support.harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
+from support.otlp_receiver import otlp_http_receiver
+from support.processes import server_process
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = (EXAMPLES / "static" / "hello.txt").read_bytes()
 
 
@@ -88,7 +88,7 @@ def test_manual_setup_exports_over_otlp(
     command = [sys.executable, script, "--manual", "--port", "{port}"]
     with (
         otlp_http_receiver() as receiver,
-        instrumented(
+        server_process(
             tmp_path,
             command,
             receiver,

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
 from opentelemetry.sdk.metrics.export import Histogram, Sum
+from support.harness import Telemetry, instrumenting, serve_aiohttp, serve_asgi
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JAEGER = EXAMPLES / "jaeger"
 TEMPO = EXAMPLES / "tempo"
 OTLP_PORTS = {"grpc": 4317, "http": 4318}

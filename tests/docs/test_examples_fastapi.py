@@ -4,7 +4,7 @@ noxfile.py)."""
 
 from __future__ import annotations
 
-from harness import Telemetry, instrumenting, serve_asgi
+from support.harness import Telemetry, instrumenting, serve_asgi
 from test_examples import check_200_then_304, check_download, example
 
 

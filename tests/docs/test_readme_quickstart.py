@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECTION = "Quickstart"
 RUNNABLE = {"bash", "sh", "shell"}
 OUTPUT = {"text"}

@@ -4,7 +4,7 @@ kind of answer reports (spans, attributes, phases), on every supported release.
 The app (handler routes returning ``web.FileResponse``, a ``web.static``
 route, a ``FileResponse`` subclass) is built once per module *before* the
 tests instrument. Where aiohttp releases differ, the test asserts what the
-installed release does, detected by feature (see ``aiohttp_support``):
+installed release does, detected by feature (see ``support.aiohttp_site``):
 3.9.5, 3.11.9, 3.11.10 and 3.14.5 are each run by the CI matrix.
 
 Span and attribute names are spelled as literal contract strings on purpose.
@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web_fileresponse
-from aiohttp_support import (
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+from support.aiohttp_site import (
     AFTER_MTIME,
     BEFORE_MTIME,
     BROTLI_VARIANTS,
@@ -42,7 +44,6 @@ from aiohttp_support import (
     children,
     drop_file_permissions,
     etag_of,
-    instrumented,
     job_kinds,
     module_site,
     only_response,
@@ -51,9 +52,7 @@ from aiohttp_support import (
     traced_telemetry,
     wait_jobs,
 )
-from harness import Telemetry, attrs, responses
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from support.harness import Telemetry, attrs, instrumenting, responses
 
 ROUTES = ["/file", "/static"]
 STAT = "fileresp.stat"
@@ -520,7 +519,7 @@ def locked_site() -> Iterator[Site]:
 @pytest.mark.parametrize("prefix", ROUTES)
 def test_403_permission_denied(locked_site: Site, prefix: str) -> None:
     telemetry = Telemetry()
-    with instrumented(telemetry):
+    with instrumenting("aiohttp", telemetry):
         readable = locked_site.request(f"{prefix}/public.txt")
         # "Connection: close": aiohttp 3.10-3.11.9 declare the file's length
         # on this 403 and send no body, so a keep-alive client would wait.

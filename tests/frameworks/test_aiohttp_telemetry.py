@@ -22,7 +22,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web, web_fileresponse
-from aiohttp_support import (
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
+from support.aiohttp_site import (
     AFTER_MTIME,
     BEFORE_MTIME,
     BIG_SIZE,
@@ -35,19 +40,13 @@ from aiohttp_support import (
     child,
     children,
     etag_of,
-    instrumented,
     module_site,
     only_response,
     points,
     serve_site,
     traced_telemetry,
 )
-from harness import Telemetry, attrs, responses
-from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind
+from support.harness import Telemetry, attrs, instrumenting, responses
 
 from otel_fileresp import _log
 from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
@@ -81,7 +80,7 @@ def server_spans(site: Site) -> Iterator[tuple[Site, Telemetry]]:
         warnings.filterwarnings("ignore", "Inheritance class", DeprecationWarning)
         contrib.instrument(tracer_provider=telemetry.tracer_provider)
     try:
-        with serve_site(site.root) as running, instrumented(telemetry):
+        with serve_site(site.root) as running, instrumenting("aiohttp", telemetry):
             yield running, telemetry
     finally:
         contrib.uninstrument()
@@ -143,7 +142,7 @@ def sampled_telemetry(sampled: bool) -> Telemetry:
 def test_metrics_for_200_304_412(site: Site, sampled: bool) -> None:
     telemetry = sampled_telemetry(sampled)
     etag = etag_of(site.root / "small.txt")
-    with instrumented(telemetry):
+    with instrumenting("aiohttp", telemetry):
         exchanges = [
             site.request("/file/small.txt"),
             site.request("/file/small.txt", {"If-None-Match": etag}),
@@ -224,7 +223,10 @@ def test_a_failing_span_processor_changes_no_response(
         ("/file/small.txt", {}, "HEAD", 200, b""),
         ("/compressed/small.txt", {}, "GET", 200, SMALL),
     ]
-    with caplog.at_level(logging.WARNING, logger="otel_fileresp"), instrumented(telemetry):
+    with (
+        caplog.at_level(logging.WARNING, logger="otel_fileresp"),
+        instrumenting("aiohttp", telemetry),
+    ):
         for path, headers, method, status, body in cases:
             ex = site.request(path, headers, method)
             assert (ex.status, ex.body) == (status, body), path
@@ -336,7 +338,7 @@ def test_instrumentation_changes_no_response_and_no_job_count(
 
     plain = run()
     telemetry = Telemetry()
-    with instrumented(telemetry):
+    with instrumenting("aiohttp", telemetry):
         instrumented_run = run()
     again = run()
 
@@ -412,7 +414,7 @@ def test_instrument_twice_is_once_and_uninstrument_restores_everything(site: Sit
 @pytest.mark.parametrize("capture", ["name", "full", "none"])
 def test_capture_path(site: Site, capture: str) -> None:
     telemetry = Telemetry()
-    with instrumented(telemetry, capture_path=capture):
+    with instrumenting("aiohttp", telemetry, capture_path=capture):
         site.request("/static/small.txt")
     found = attrs(only_response(telemetry))
     recorded = {k: v for k, v in found.items() if k in ("file.name", "file.path")}
@@ -427,7 +429,7 @@ def test_capture_path(site: Site, capture: str) -> None:
 
 def test_phase_spans_off_puts_phase_durations_on_the_response(site: Site) -> None:
     telemetry = Telemetry()
-    with instrumented(telemetry, phase_spans=False):
+    with instrumenting("aiohttp", telemetry, phase_spans=False):
         ex = site.request("/file/small.txt")
     assert ex.status == 200
     (response,) = telemetry.spans()

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, our_spans
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import (
+from support.apps import (
     FRAMEWORKS,
     Served,
     metric_attributes,
@@ -38,6 +37,7 @@ from support import (
     serve_subprocess,
     without_boundary,
 )
+from support.harness import Telemetry, our_spans
 
 MTIME = 1_600_000_000
 FILES = {"small.txt": b"0123456789" * 100, "medium.bin": bytes(range(256)) * 300, "empty.txt": b""}

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, attrs, our_spans, response_tree, responses
 from opentelemetry.trace import StatusCode
-from support import FRAMEWORKS, fds_on, open_fds, serve, wait_closed, wait_fd_count
+from support.apps import FRAMEWORKS, fds_on, open_fds, serve, wait_closed, wait_fd_count
+from support.harness import Telemetry, attrs, our_spans, response_tree, responses
 
 # Starlette 1.8+ streams the body in a child task, cancelled on http.disconnect
 # (the same release added the shielded `_open_file`).

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp_support import COMBINED_JOB, STATIC_LOOKUP_JOB
-from harness import Reply, Telemetry, attrs, our_spans, responses
 from opentelemetry.sdk.trace import ReadableSpan
 from starlette.staticfiles import StaticFiles
-from support import FRAMEWORKS, serve
+from support.aiohttp_site import COMBINED_JOB, STATIC_LOOKUP_JOB
+from support.apps import FRAMEWORKS, serve
+from support.harness import Reply, Telemetry, attrs, our_spans, responses
 
 FILES = 500
 IN_FLIGHT = 64

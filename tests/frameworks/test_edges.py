@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RESPONSE, Telemetry, attrs, instrumenting, responses
-from support import send_request, serve
+from support.apps import send_request, serve
+from support.harness import RESPONSE, Telemetry, attrs, instrumenting, responses
 from test_truth import head_then_close, saturated_after_head
 
-APPS = Path(__file__).resolve().parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 TRACED = "getpid,openat,open,stat,lstat,fstat,newfstatat,statx,readlink,lseek,write"
 
 
@@ -432,9 +432,9 @@ def _sidecar_static_files(when: str) -> Any:
 
 def _starlette_facts(static_files: type, site: Path) -> list[tuple[Any, ...]]:
     """200, 304 and HEAD of app.js: what the client got and what was recorded."""
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.routing import Mount
+    from support.harness import serve_asgi
 
     telemetry = Telemetry()
     app = Starlette(routes=[Mount("/static", static_files(directory=str(site)))])
@@ -500,7 +500,7 @@ def test_aiohttp_signal_opening_the_served_file_on_a_304_is_seen(site: Path) -> 
     """An ``on_response_prepare`` signal reading the served file with the
     builtin ``open()`` (main 1d21066: ``opened=false`` on the 304)."""
     from aiohttp import web
-    from harness import serve_aiohttp
+    from support.harness import serve_aiohttp
 
     def make_app() -> Any:
         async def on_prepare(request: Any, response: Any) -> None:
@@ -542,10 +542,10 @@ def test_starlette_empty_file_is_recorded_the_same_way_every_time(
     """main 1d21066: ``transfer=read`` with a send span in some runs and
     ``transfer=none`` without one in others, as the read job after the head
     ran before or after the response ended. Its last byte is the head."""
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
+    from support.harness import serve_asgi
 
     root = tmp_path / "site"
     root.mkdir()
@@ -583,10 +583,10 @@ def test_starlette_file_larger_than_its_stat_keeps_the_wait_within_the_response(
     file that grew after the stat): the last byte owed is the head, so the
     reads after it are not the response's (main 1d21066: a wait of tens of
     milliseconds on a response of a few)."""
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.responses import FileResponse
     from starlette.routing import Route
+    from support.harness import serve_asgi
 
     async def proc(request: Any) -> Any:
         return FileResponse("/proc/self/status")
@@ -616,10 +616,10 @@ def test_starlette_websocket_denial_with_a_file_is_a_file_response(
     import socket
 
     import starlette
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.responses import FileResponse
     from starlette.routing import WebSocketRoute
+    from support.harness import serve_asgi
 
     if tuple(int(p) for p in starlette.__version__.split(".")[:2]) < (0, 37):
         pytest.skip("websocket denial responses exist from Starlette 0.37")
@@ -668,11 +668,11 @@ def test_starlette_malformed_range_400_is_an_error_with_its_type(
     ``outcome=error`` with an ERROR span status and ``error.type=400`` (main
     1d21066: status UNSET, no error.type)."""
     import starlette
-    from harness import serve_asgi
     from opentelemetry.trace import StatusCode
     from starlette.applications import Starlette
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
+    from support.harness import serve_asgi
 
     if tuple(int(p) for p in starlette.__version__.split(".")[:2]) < (0, 39):
         pytest.skip("Range requests are served from Starlette 0.39")
@@ -693,7 +693,7 @@ def test_aiohttp_whole_file_with_a_status_the_app_chose_counts_its_body(
     """``web.FileResponse(path, status=203)``: the whole body was sent (main
     1d21066: ``transfer=none``, ``bytes=0``)."""
     from aiohttp import web
-    from harness import serve_aiohttp
+    from support.harness import serve_aiohttp
 
     def make_app() -> Any:
         async def handler(request: Any) -> Any:
@@ -819,12 +819,12 @@ def test_starlette_client_that_left_mid_body_is_not_sent(
     (httptools, h11) and hypercorn drop the rest of the body without telling
     the app. main 1d21066 recorded ``outcome=sent`` with every byte (Starlette
     before 1.8, and 1.8+ when the last messages went before it stopped)."""
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.gzip import GZipMiddleware
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
+    from support.harness import serve_asgi
 
     root = tmp_path / "site"
     root.mkdir()
@@ -878,10 +878,10 @@ def test_starlette_route_stat_job_not_recognised_is_said_once(
     import types
 
     import starlette.responses
-    from harness import serve_asgi
     from starlette.applications import Starlette
     from starlette.responses import FileResponse
     from starlette.routing import Route
+    from support.harness import serve_asgi
 
     from otel_fileresp._log import forget_logged
 
@@ -914,7 +914,7 @@ def test_aiohttp_compressed_range_counts_the_range(site: Path, telemetry: Teleme
     """``enable_compression()`` and a Range request: a 206 sent gzip-encoded
     counts the range's bytes handed to aiohttp's compressing writer, as a
     compressed 200 counts the whole file (main 1d21066: ``bytes=0``)."""
-    from harness import serve_aiohttp
+    from support.harness import serve_aiohttp
     from test_truth import compressed_file_app
 
     big = site / "big.txt"

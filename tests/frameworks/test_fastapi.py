@@ -9,9 +9,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from harness import Telemetry, child_names, serve_asgi
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import SpanKind
+from support.harness import Telemetry, child_names, serve_asgi
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 

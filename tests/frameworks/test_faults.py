@@ -30,8 +30,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp_support import STATIC_LOOKUP_JOB
-from harness import Reply, Telemetry, attrs, child_names, responses
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -46,7 +44,9 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from starlette.staticfiles import StaticFiles
-from support import FRAMEWORKS, INSTRUMENTORS, CustomTelemetry, serve, without_boundary
+from support.aiohttp_site import STATIC_LOOKUP_JOB
+from support.apps import FRAMEWORKS, INSTRUMENTORS, CustomTelemetry, serve, without_boundary
+from support.harness import Reply, Telemetry, attrs, child_names, responses
 
 from otel_fileresp._log import forget_logged
 

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, responses
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from support import Served, serve
+from support.apps import Served, serve
+from support.harness import Telemetry, responses
 
 from otel_fileresp import _names as n
 
 FRAMEWORKS = ["starlette", "aiohttp"]
 PATH = "/static/small.txt"
-# The boundaries' values are pinned by tests/test_quantiles.py (against
+# The boundaries' values are pinned by tests/prometheus/test_quantiles.py (against
 # docs/metrics.md); here: that both histograms carry them.
 BOUNDS = n.DURATION_BUCKETS
 PHASE_SPANS = {

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, responses
-from support import FRAMEWORKS, serve
+from support.apps import FRAMEWORKS, serve
+from support.harness import Telemetry, responses
 
 FILE = "page.txt"
 BODY = bytes(range(256)) * 16  # 4 KiB: one read in Starlette, sendfile in aiohttp

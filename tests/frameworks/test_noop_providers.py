@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, responses
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider
-from support import FRAMEWORKS, INSTRUMENTORS, serve, without_boundary
+from support.apps import FRAMEWORKS, INSTRUMENTORS, serve, without_boundary
+from support.harness import Telemetry, responses
 
 from otel_fileresp import _telemetry
 

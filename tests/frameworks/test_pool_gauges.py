@@ -12,20 +12,19 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 from aiohttp import web
-from harness import Reply, Telemetry, serve_aiohttp, serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from support.harness import Reply, Telemetry, instrumenting, serve_aiohttp, serve_asgi
 
 from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
 
@@ -36,17 +35,6 @@ QUEUED = "fileresp.threadpool.queued"
 GAUGES = (BORROWED, BUSY, LIMIT, QUEUED)
 WAIT_TIMEOUT = 10.0
 BLOCKERS = 4  # requests holding a worker; the pool has 2
-
-
-@contextmanager
-def instrumented(instrumentor: Any, telemetry: Telemetry) -> Iterator[None]:
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
-    )
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
 
 
 def gauges(telemetry: Telemetry, framework: str) -> dict[str, float]:
@@ -176,7 +164,7 @@ def test_starlette_gauges_report_the_limiter(telemetry: Telemetry, files: Path) 
     running: list[int] = []
     app = starlette_app(files, gate, running)
     with (
-        instrumented(StarletteFileResponseInstrumentor(), telemetry),
+        instrumenting(StarletteFileResponseInstrumentor(), telemetry),
         serve_asgi(app) as server,
     ):
         limiter = limit_tokens(server, 2)
@@ -228,7 +216,7 @@ def test_starlette_gauges_report_the_limiter(telemetry: Telemetry, files: Path) 
 def test_starlette_gauges_sum_over_live_loops(telemetry: Telemetry, files: Path) -> None:
     app = starlette_app(files, threading.Event(), [])
     with (
-        instrumented(StarletteFileResponseInstrumentor(), telemetry),
+        instrumenting(StarletteFileResponseInstrumentor(), telemetry),
         serve_asgi(app) as first,
         serve_asgi(app) as second,
     ):
@@ -280,7 +268,7 @@ def test_aiohttp_gauges_report_the_default_executor(telemetry: Telemetry, files:
     submitted: list[int] = []
     make_app = aiohttp_app(files, gates, running, submitted)
     with (
-        instrumented(AiohttpFileResponseInstrumentor(), telemetry),
+        instrumenting(AiohttpFileResponseInstrumentor(), telemetry),
         serve_aiohttp(make_app) as server,
     ):
         small_executor(server, 2)
@@ -345,7 +333,7 @@ def test_aiohttp_gauges_report_the_default_executor(telemetry: Telemetry, files:
 def test_aiohttp_gauges_skip_a_shut_down_executor(telemetry: Telemetry, files: Path) -> None:
     make_app = aiohttp_app(files, [threading.Event()], [], [])
     with (
-        instrumented(AiohttpFileResponseInstrumentor(), telemetry),
+        instrumenting(AiohttpFileResponseInstrumentor(), telemetry),
         serve_aiohttp(make_app) as server,
     ):
         executor = small_executor(server, 3)
@@ -363,8 +351,8 @@ def test_both_frameworks_share_one_set_of_gauges(telemetry: Telemetry, files: Pa
     """Both instrumentors on one meter provider: the gauges are registered
     once (the SDK keeps the first registration) and report both pools."""
     with (
-        instrumented(StarletteFileResponseInstrumentor(), telemetry),
-        instrumented(AiohttpFileResponseInstrumentor(), telemetry),
+        instrumenting(StarletteFileResponseInstrumentor(), telemetry),
+        instrumenting(AiohttpFileResponseInstrumentor(), telemetry),
         serve_asgi(starlette_app(files, threading.Event(), [])) as asgi,
         serve_aiohttp(aiohttp_app(files, [threading.Event()], [], [])) as aio,
     ):

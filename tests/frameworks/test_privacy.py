@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, our_spans, responses
-from support import FRAMEWORKS, metric_attributes, serve
+from support.apps import FRAMEWORKS, metric_attributes, serve
+from support.harness import Telemetry, our_spans, responses
 
 MTIME = 1_600_000_000
 SECRETS = {

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import serve_asgi
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from support.harness import serve_asgi
 
 from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
 from otel_fileresp.pytest_plugin import recording

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.harness import instrumenting
 
 from otel_fileresp import _lifecycle
 from otel_fileresp._log import forget_logged
@@ -112,17 +113,6 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[GlobalSdk]:
     made.shutdown()
 
 
-@contextmanager
-def instrumented(instrumentor: Any, sdk: GlobalSdk, **settings: Any) -> Iterator[None]:
-    instrumentor.instrument(
-        tracer_provider=sdk.tracer_provider, meter_provider=sdk.meter_provider, **settings
-    )
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
-
-
 # --- Starlette / FastAPI -----------------------------------------------------------
 
 
@@ -168,7 +158,7 @@ def test_starlette_flushes_at_lifespan_shutdown(
     from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 
     app = _starlette_app(files, kind)
-    with instrumented(StarletteFileResponseInstrumentor(), sdk, flush_on_shutdown=flush):
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk, flush_on_shutdown=flush):
         _serve_starlette(app, 3)
         if flush:
             assert len(sdk.response_spans()) == 3
@@ -195,7 +185,7 @@ def test_starlette_shutdown_failure_still_flushes_and_fails(files: Path, sdk: Gl
         raise RuntimeError("the app's shutdown failed")
 
     app = Starlette(routes=[Mount("/static", StaticFiles(directory=str(files)))], lifespan=lifespan)
-    with instrumented(StarletteFileResponseInstrumentor(), sdk):
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk):
         with (
             pytest.raises(BaseException),  # noqa: B017 - whatever this release raises
             TestClient(app) as client,
@@ -212,7 +202,7 @@ def test_starlette_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None
     from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 
     app = _starlette_app(files, "no-lifespan")
-    with instrumented(StarletteFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
         instruments = _instruments.instruments_for(sdk.meter_provider)
         assert _opens(instruments) == {}
         with TestClient(app):
@@ -235,7 +225,7 @@ def test_starlette_uninstrument_restores_lifespan(sdk: GlobalSdk) -> None:
     from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 
     original = vars(Router)["lifespan"]
-    with instrumented(StarletteFileResponseInstrumentor(), sdk):
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk):
         assert vars(Router)["lifespan"] is not original
     assert vars(Router)["lifespan"] is original
 
@@ -271,7 +261,7 @@ def test_aiohttp_flushes_at_cleanup(files: Path, sdk: GlobalSdk, flush: bool) ->
     pytest.importorskip("aiohttp")
     from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
 
-    with instrumented(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=flush):
+    with instrumenting(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=flush):
         asyncio.run(_serve_aiohttp(files, 3))
         if flush:
             assert len(sdk.response_spans()) == 3
@@ -293,7 +283,7 @@ def test_aiohttp_zero_series_from_startup(files: Path, sdk: GlobalSdk) -> None:
             {tuple(sorted(o.attributes.items())) for o in instruments.open_counts.observe(None)}
         )
 
-    with instrumented(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
+    with instrumenting(AiohttpFileResponseInstrumentor(), sdk, flush_on_shutdown=False):
         instruments = _instruments.instruments_for(sdk.meter_provider)
         opens_now()
         asyncio.run(_serve_aiohttp(files, 0, on_started=opens_now))

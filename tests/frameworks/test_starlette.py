@@ -16,7 +16,6 @@ from typing import Any
 import anyio.to_thread
 import pytest
 import starlette
-from harness import Telemetry, child_names, response_tree, serve_asgi
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
@@ -24,7 +23,8 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from support import counting_jobs, instrumented, make_app, without_boundary
+from support.apps import counting_jobs, make_app, without_boundary
+from support.harness import Telemetry, child_names, instrumenting, response_tree, serve_asgi
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 
@@ -50,7 +50,7 @@ def attrs(span: Any) -> dict[str, Any]:
 @pytest.fixture
 def served(files: Path, telemetry: Telemetry) -> Iterator[Any]:
     app = make_app(files)
-    with instrumented(telemetry), serve_asgi(app) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(app) as server:
         # StaticFiles checks its directory once, with a stat job of its own,
         # on its first request: make it here so every test sees steady state.
         server.request("GET", "/static/empty.txt")
@@ -298,7 +298,7 @@ def test_parent_is_the_asgi_server_span(files: Path, telemetry: Telemetry) -> No
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     app = OpenTelemetryMiddleware(make_app(files), tracer_provider=telemetry.tracer_provider)
-    with instrumented(telemetry), serve_asgi(app) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(app) as server:
         assert server.request("GET", "/static/small.txt").status == 200
         assert server.request("GET", "/file/small.txt").status == 200
         responses = telemetry.wait_for("fileresp.response", 2)
@@ -321,7 +321,7 @@ def test_parent_is_starlettes_own_opentelemetry_middleware(
         assert tuple(int(p) for p in starlette.__version__.split(".")[:2]) < (1, 10)
         return
     app = OpenTelemetryMiddleware(make_app(files), tracer_provider=telemetry.tracer_provider)
-    with instrumented(telemetry), serve_asgi(app) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(app) as server:
         assert server.request("GET", "/static/small.txt").status == 200
         [response] = telemetry.wait_for("fileresp.response")
     [server_span] = [s for s in telemetry.spans() if s.kind == SpanKind.SERVER]
@@ -356,7 +356,7 @@ def test_pathsend_is_delegated_to_the_server(files: Path, telemetry: Telemetry) 
         "client": ("127.0.0.1", 1),
         "extensions": {"http.response.pathsend": {}},
     }
-    with instrumented(telemetry):
+    with instrumenting("starlette", telemetry):
         asyncio.run(make_app(files)(scope, receive, send))
     [response] = telemetry.wait_for("fileresp.response")
     kinds = [m["type"] for m in sent]
@@ -401,7 +401,7 @@ def run_requests(
     """The differential requests against a fresh app; replies and job count."""
     app = make_app(files)
     with counting_jobs() as jobs:
-        context = instrumented(telemetry) if telemetry else _nothing()
+        context = instrumenting("starlette", telemetry) if telemetry else _nothing()
         with context, serve_asgi(app) as server:
             replies = []
             for method, path, headers in differential_requests(server):
@@ -455,7 +455,7 @@ def test_phase_spans_off_puts_durations_on_the_response(
     served: Any, files: Path, telemetry: Telemetry
 ) -> None:
     StarletteFileResponseInstrumentor().uninstrument()
-    with instrumented(telemetry, phase_spans=False):
+    with instrumenting("starlette", telemetry, phase_spans=False):
         assert served.request("GET", "/static/small.txt").status == 200
         [response] = telemetry.wait_for("fileresp.response")
     assert [s.name for s in telemetry.spans()] == ["fileresp.response"]
@@ -474,7 +474,7 @@ def test_capture_path(
     files: Path, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch, capture: str, expected: set
 ) -> None:
     monkeypatch.setenv("OTEL_PYTHON_FILERESP_CAPTURE_PATH", capture)
-    with instrumented(telemetry), serve_asgi(make_app(files)) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(make_app(files)) as server:
         server.request("GET", "/static/small.txt")
         [response] = telemetry.wait_for("fileresp.response")
     assert {k for k in attrs(response) if k.startswith("file.") and k != "file.size"} == expected
@@ -490,7 +490,7 @@ def test_invalid_setting_warns_once_and_uses_default(
 ) -> None:
     monkeypatch.setenv("OTEL_PYTHON_FILERESP_PHASE_SPANS", "maybe")
     caplog.set_level(logging.WARNING, logger="otel_fileresp")
-    with instrumented(telemetry), serve_asgi(make_app(files)) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(make_app(files)) as server:
         server.request("GET", "/static/small.txt")
         [response] = telemetry.wait_for("fileresp.response")
     warnings = [r.getMessage() for r in caplog.records if "OTEL_PYTHON_FILERESP" in r.getMessage()]
@@ -510,7 +510,7 @@ def test_suppressed_requests_emit_nothing(files: Path, telemetry: Telemetry) -> 
         else:
             await inner(scope, receive, send)
 
-    with instrumented(telemetry), serve_asgi(app) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(app) as server:
         assert server.request("GET", "/static/small.txt", {"X-Suppress": "1"}).status == 200
         assert server.request("GET", "/static/small.txt").status == 200
         telemetry.wait_for("fileresp.response")
@@ -555,7 +555,7 @@ def test_subclasses_defined_before_instrument_are_covered(
         pass
 
     app = Starlette(routes=[Mount("/s", MyStatic(directory=str(files)))])
-    with instrumented(telemetry), serve_asgi(app) as server:
+    with instrumenting("starlette", telemetry), serve_asgi(app) as server:
         assert server.request("GET", "/s/small.txt").status == 200
         [response] = telemetry.wait_for("fileresp.response")
     assert attrs(response)["fileresp.opened"] is True

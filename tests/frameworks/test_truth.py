@@ -31,7 +31,13 @@ import anyio
 import anyio.to_thread
 import pytest
 import starlette
-from harness import (
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from support.harness import (
     LoopbackServer,
     Telemetry,
     attrs,
@@ -40,12 +46,6 @@ from harness import (
     serve_aiohttp,
     serve_asgi,
 )
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from starlette.applications import Starlette
-from starlette.responses import FileResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 STARLETTE = tuple(int(p) for p in starlette.__version__.split(".")[:2])
 RESPONSE = "fileresp.response"

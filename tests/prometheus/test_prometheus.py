@@ -1,7 +1,7 @@
 """Every PromQL expression of docs/ and examples/, run by a real Prometheus
 against known traffic, and the alerting rules evaluated by it.
 
-Prometheus here is Debian's 2.42 (``prometheus_support``): no OTLP receiver, so
+Prometheus here is Debian's 2.42 (``support.prometheus``): no OTLP receiver, so
 it scrapes the app's ``opentelemetry-exporter-prometheus`` endpoint every
 second and evaluates the rule files every second. The expressions are read
 from the files (``promql`` fences of the Markdown, the rule files and the
@@ -45,7 +45,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_support import (
+from support.apps import serve
+from support.prometheus import (
     FRAMEWORKS,
     OPENS_304,
     Expression,
@@ -69,11 +70,10 @@ from prometheus_support import (
     unfenced_promql,
     wait_for,
 )
-from support import serve
 
 # Requests after the pool is released: (200s, 304s), different on purpose.
 TRAFFIC = {"starlette": (5, 7), "aiohttp": (4, 6)}
-AIOHTTP_WORKERS = 4  # aiohttp_support.CountingExecutor
+AIOHTTP_WORKERS = 4  # support.aiohttp_site.CountingExecutor
 STARLETTE_TOKENS = 40  # anyio's default thread limiter
 RANGE = "1h"  # Grafana's $__range
 RATE_INTERVAL = "5m"  # Grafana's $__rate_interval
@@ -677,7 +677,7 @@ def found_expressions() -> list[Expression]:
 
 # docs/upgrading.md compares two versions of a service (a service_version
 # label): its PromQL is run on a real Prometheus scraping two app versions by
-# tests/test_docs_upgrading.py::test_the_promql_compares_two_versions, which
+# tests/docs/test_docs_upgrading.py::test_the_promql_compares_two_versions, which
 # this module's single-version traffic cannot stand in for.
 TWO_VERSION_PAGES = ("docs/upgrading.md",)
 EXPRESSIONS = [

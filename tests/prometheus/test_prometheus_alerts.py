@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import serve_asgi
-from prometheus_support import (
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from support.apps import EagerStaticFiles, instrumenting, serve
+from support.harness import serve_asgi
+from support.prometheus import (
     ALERTS,
     EXAMPLES,
     OPENS_304,
@@ -42,9 +45,6 @@ from prometheus_support import (
     wait_for,
     write_rule_file,
 )
-from starlette.applications import Starlette
-from starlette.routing import Mount
-from support import EagerStaticFiles, instrumenting, serve
 
 OPENED_304_ALERTS = ("FileResponse304OpenedFile", "FileOpenedFor304")
 

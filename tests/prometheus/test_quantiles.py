@@ -26,12 +26,12 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_support import binaries, fenced_blocks
+from support.prometheus import binaries, fenced_blocks
 
 from otel_fileresp import _names as n
 from otel_fileresp._instruments import Instruments
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import quantiles  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 The SDK's real OTLP exporters (``opentelemetry-exporter-otlp-proto-http`` and
 ``-grpc``) send traces and metrics to receivers the test runs on 127.0.0.1
-(``tests/otlp_receiver.py``: protobuf decoded with ``opentelemetry-proto``)
+(``tests/support/otlp_receiver.py``: protobuf decoded with ``opentelemetry-proto``)
 after real requests over loopback to an instrumented Starlette app (behind
 contrib's asgi middleware) and an instrumented aiohttp app (with contrib's
 aiohttp-server instrumentation). What is asserted is what a collector would
@@ -31,13 +31,13 @@ from typing import Any
 
 import pytest
 from apps import aiohttp_app, starlette_app
-from harness import Reply, serve_aiohttp, serve_asgi
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from otlp_receiver import Received, ReceivedPoint, ReceivedSpan, Receiver, otlp_receiver
+from support.harness import Reply, serve_aiohttp, serve_asgi
+from support.otlp_receiver import Received, ReceivedPoint, ReceivedSpan, Receiver, otlp_receiver
 
 from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
 

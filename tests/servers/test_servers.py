@@ -5,7 +5,7 @@ the others with 2 workers), the way
 docs/servers.md tells users to, with the files of ``examples/servers/``
 exactly as shipped (``starlette_app.py``, ``aiohttp_app.py``,
 ``gunicorn.conf.py``) and ``opentelemetry-instrument`` exporting over
-OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/otlp_receiver.py``):
+OTLP/HTTP to the tests' receiver on 127.0.0.1 (``tests/support/otlp_receiver.py``):
 
 - gunicorn, 2 workers of ``uvicorn_worker.UvicornWorker`` (the
   ``uvicorn.workers`` module is deprecated in favour of that package);
@@ -70,13 +70,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from otlp_receiver import Received, Receiver, otlp_http_receiver
-from test_autoinstrument import Server, _group_alive, _kill_group, _stop
+from support.otlp_receiver import Received, Receiver, otlp_http_receiver
+from support.processes import Server, _group_alive, _kill_group, _stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "servers"
 STATIC = ROOT / "examples" / "static"
-TEST_APPS = Path(__file__).resolve().parent / "apps"
+TEST_APPS = Path(__file__).resolve().parents[1] / "apps"
 BIN = Path(sys.executable).parent
 BODY = (STATIC / "hello.txt").read_bytes()
 N = 34  # the responses of the users' report in issue 14

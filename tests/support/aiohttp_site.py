@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -35,7 +35,10 @@ import pytest
 from aiohttp import web, web_fileresponse
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_urldispatcher import StaticResource
-from harness import (
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
+
+from support.harness import (
     LoopbackServer,
     Reply,
     Telemetry,
@@ -43,8 +46,6 @@ from harness import (
     responses,
     serve_aiohttp,
 )
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.trace import ReadableSpan
 
 AIOHTTP_VERSION = aiohttp.__version__
 # Release shapes (tests/../notes/upstream-internals.md), detected by feature:
@@ -350,7 +351,7 @@ def traced_telemetry() -> Iterator[Telemetry]:
     """Fresh in-memory telemetry, instrumented while the context lasts."""
     telemetry = Telemetry()
     try:
-        with instrumented(telemetry):
+        with instrumenting("aiohttp", telemetry):
             yield telemetry
     finally:
         telemetry.shutdown()
@@ -364,8 +365,3 @@ def job_kinds(prefix: str, *, open_job: bool) -> list[str]:
     if prefix == "/static" and STATIC_LOOKUP_JOB:
         kinds.append("lookup")
     return sorted(kinds)
-
-
-def instrumented(telemetry: Telemetry, **settings: Any) -> AbstractContextManager[Any]:
-    """aiohttp instrumented with ``telemetry`` while the context lasts."""
-    return instrumenting("aiohttp", telemetry, **settings)

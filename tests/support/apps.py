@@ -13,7 +13,7 @@ The ``Served`` it yields sees the server from outside the instrumentation:
 
 - ``jobs()``: worker-pool jobs the framework submitted (Starlette: a wrapper of
   ``anyio.to_thread.run_sync`` installed before ours; aiohttp: the counting
-  default executor of ``aiohttp_support``);
+  default executor of ``support.aiohttp_site``);
 - ``entered()`` / ``done()``: requests that reached the app and requests the
   framework has completely finished (Starlette: the app returned; aiohttp:
   the access log ran, after ``prepare``), so a test waits for ``settled()``
@@ -22,7 +22,7 @@ The ``Served`` it yields sees the server from outside the instrumentation:
   app runs, as a server span would, so a test can tell requests apart by
   trace ID.
 
-``python tests/support.py serve FRAMEWORK ROOT`` serves the same app without
+``python -m support.apps serve FRAMEWORK ROOT`` (from tests/) serves the same app without
 instrumentation in a separate process (``serve_subprocess``): the reference
 for differential tests that need both side by side.
 
@@ -47,15 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from harness import (
-    SCOPE,
-    LoopbackServer,
-    Reply,
-    Telemetry,
-    instrumenting,
-    serve_aiohttp,
-    serve_asgi,
-)
 from opentelemetry import context as context_api
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
@@ -66,6 +57,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
+from support.harness import (
+    SCOPE,
+    LoopbackServer,
+    Reply,
+    Telemetry,
+    instrumenting,
+    serve_aiohttp,
+    serve_asgi,
+)
 
 FRAMEWORKS = ("starlette", "aiohttp")
 SETTLE_TIMEOUT = 10.0
@@ -96,13 +96,6 @@ def make_app(directory: Path) -> Starlette:
             Mount("/static", StaticFiles(directory=str(directory))),
         ]
     )
-
-
-@contextmanager
-def instrumented(telemetry: Telemetry, **settings: Any) -> Iterator[None]:
-    """Starlette instrumented with ``telemetry`` for the duration."""
-    with instrumenting("starlette", telemetry, **settings):
-        yield
 
 
 @contextmanager
@@ -147,7 +140,7 @@ INSTRUMENTORS: dict[str, Any] = {
 
 
 class CustomTelemetry(Telemetry):
-    """``harness.Telemetry`` with extra span processors, metric readers or an
+    """``support.harness.Telemetry`` with extra span processors, metric readers or an
     exemplar filter (the in-memory exporter and reader are still there)."""
 
     def __init__(
@@ -209,10 +202,11 @@ class Tracked:
 
 
 def make_aiohttp_app(root: Path, probe: Any, counter: Counter) -> Any:
-    """``aiohttp_support.build_app`` plus a middleware that counts requests
+    """``support.aiohttp_site.build_app`` plus a middleware that counts requests
     and applies ``traceparent`` (the handler builds the FileResponse there)."""
     from aiohttp import web
-    from aiohttp_support import build_app
+
+    from support.aiohttp_site import build_app
 
     @web.middleware
     async def tracking(request: web.Request, handler: Any) -> Any:
@@ -323,7 +317,7 @@ def serve(
                 stop=server_stack.close,
             )
         else:
-            from aiohttp_support import ServerProbe
+            from support.aiohttp_site import ServerProbe
 
             probe = ServerProbe()
             outer.callback(probe.executor.shutdown, wait=True)
@@ -358,7 +352,8 @@ def serve(
 def serve_subprocess(framework: str, root: Path) -> Iterator[int]:
     """The same app, never instrumented, in another process; yields its port."""
     process = subprocess.Popen(
-        [sys.executable, "-u", __file__, "serve", framework, str(root)],
+        [sys.executable, "-u", "-m", "support.apps", "serve", framework, str(root)],
+        cwd=Path(__file__).resolve().parents[1],  # tests/: ``support`` importable
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -381,7 +376,39 @@ def serve_subprocess(framework: str, root: Path) -> Iterator[int]:
             process.stdout.close()
 
 
+# A file of the ``files`` fixture, and W3C trace contexts for requests.
+PATH = "/static/small.txt"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+UNSAMPLED = f"00-{TRACE_ID}-00f067aa0ba902b7-00"
+SAMPLED = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def serve_requests(
+    framework: str, files: Path, telemetry: Telemetry, headers: dict[str, str], **settings: Any
+) -> None:
+    """A 200 and a 304 of the same file, after one warm-up 200."""
+    with serve(framework, files, telemetry, **settings) as served:
+        first = served.request("GET", PATH, headers)
+        etag = first.header("etag")
+        assert first.status == 200 and etag
+        assert served.request("GET", PATH, headers).status == 200
+        assert served.request("GET", PATH, {**headers, "If-None-Match": etag}).status == 304
+        assert served.settled()
+
+
 # -- reading what was exported ------------------------------------------------
+
+
+def points(telemetry: Telemetry, name: str) -> list[Any]:
+    return telemetry.metric_points(name)
+
+
+def counts_by_phase(telemetry: Telemetry) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for point in points(telemetry, "fileresp.phase.duration"):
+        phase = point.attributes["fileresp.phase"]
+        found[phase] = found.get(phase, 0) + point.count
+    return found
 
 
 def metric_attributes(telemetry: Telemetry) -> list[tuple[str, dict[str, Any]]]:
@@ -439,7 +466,7 @@ def wait_fd_count(baseline: int, timeout: float = 5.0) -> int:
 
 
 if __name__ == "__main__":
-    # python tests/support.py serve FRAMEWORK ROOT: the uninstrumented reference.
+    # python -m support.apps serve FRAMEWORK ROOT (from tests/): the uninstrumented reference.
     _, command, framework_name, served_root = sys.argv
     assert command == "serve"
     with serve(framework_name, Path(served_root)) as reference:

@@ -310,12 +310,15 @@ def _instrumentors() -> dict[str, Any]:
 
 
 @contextmanager
-def instrumenting(framework: str, telemetry: Telemetry, **settings: Any) -> Iterator[Any]:
-    """``framework`` instrumented with ``telemetry``'s providers while the context lasts."""
-    instrumentor = _instrumentors()[framework]()
+def instrumenting(framework: str | Any, providers: Any, **settings: Any) -> Iterator[Any]:
+    """``framework`` (``"starlette"``, ``"aiohttp"`` or an instrumentor)
+    instrumented with the tracer and meter providers of ``providers`` (a
+    :class:`Telemetry`, or anything with both) while the context lasts; the
+    suite's one way to instrument in process."""
+    instrumentor = _instrumentors()[framework]() if isinstance(framework, str) else framework
     instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
         **settings,
     )
     try:

@@ -39,9 +39,10 @@ import pytest
 import yaml
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry, start_http_server
-from support import CustomTelemetry
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.apps import CustomTelemetry
+
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 START_TIMEOUT = 30.0

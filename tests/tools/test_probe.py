@@ -29,7 +29,7 @@ import pytest
 from otel_fileresp.probe.compare import BETTER, CHANGED, WORSE, compare
 from otel_fileresp.probe.scenarios import SCENARIOS, make_files, scenarios_for
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data"
 BASELINE_MID_A = DATA / "probe-baseline-mid-a.json"
 PROBE_TIMEOUT = 600

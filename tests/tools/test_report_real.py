@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Telemetry, serve_asgi
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from support import EagerStaticFiles
-from test_report_cli import write_collector_jsonl
+from support.apps import EagerStaticFiles
+from support.harness import Telemetry, serve_asgi
+from support.trace_files import write_collector_jsonl
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 from otel_fileresp.report import summarize

@@ -4,163 +4,23 @@ on generated traces with known distributions, in every format ``report`` reads."
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.trace_files import Response, draw, response_spans, write_otlp
 
 from otel_fileresp.report.baseline import parse_growth
 from otel_fileresp.report.cli import EXIT_ERROR, EXIT_OK, EXIT_WORSE_THAN_BASELINE, main
 
-START_NS = 1_800_000_000_000_000_000
-PHASE_SPANS = {
-    "stat": "fileresp.stat",
-    "open": "fileresp.open",
-    "threadpool.wait": "fileresp.threadpool.wait",
-    "send": "fileresp.send",
-}
-
-
-@dataclass
-class Response:
-    framework: str
-    status: int
-    opened: bool
-    #: phase -> duration (ns, whole microseconds so that Jaeger keeps them exact)
-    phases: dict[str, int]
-    resource: dict[str, str] = field(default_factory=dict)
-    attributes: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def duration_ns(self) -> int:
-        return sum(self.phases.values()) + 10_000
-
-
-def draw(
-    seed: int,
-    count: int,
-    *,
-    send_scale: float = 1.0,
-    framework: str = "aiohttp",
-    status: int = 200,
-    opened: bool = True,
-    resource: dict[str, str] | None = None,
-    attributes: dict[str, object] | None = None,
-) -> list[Response]:
-    """``count`` responses whose phase durations are log-normal around fixed medians."""
-    rng = random.Random(seed)
-
-    def us(median_us: float, scale: float = 1.0) -> int:
-        return max(1, round(rng.lognormvariate(0, 0.25) * median_us * scale)) * 1000
-
-    return [
-        Response(
-            framework,
-            status,
-            opened,
-            {
-                "stat": us(20),
-                "open": us(15),
-                "threadpool.wait": us(50),
-                "send": us(400, send_scale),
-            },
-            dict(resource or {}),
-            dict(attributes or {}),
-        )
-        for _ in range(count)
-    ]
-
-
-# -- the three formats -------------------------------------------------------------
-
-
-def _ids(index: int, phase_index: int | None = None) -> tuple[str, str]:
-    trace_id = f"{index + 1:032x}"
-    span_id = f"{(index + 1) * 16 + (0 if phase_index is None else phase_index + 1):016x}"
-    return trace_id, span_id
-
-
-def _spans(responses: list[Response]):  # (response, name, trace, span, parent, start, end, attrs)
-    for index, response in enumerate(responses):
-        trace_id, span_id = _ids(index)
-        start = START_NS + index * 10_000_000_000
-        attributes = {
-            "fileresp.framework": response.framework,
-            "http.response.status_code": response.status,
-            "fileresp.opened": response.opened,
-            "file.name": "app.js",
-            **response.attributes,
-        }
-        yield (
-            response,
-            "fileresp.response",
-            trace_id,
-            span_id,
-            None,
-            start,
-            start + (response.duration_ns),
-            attributes,
-        )
-        at = start
-        for phase_index, (phase, duration) in enumerate(response.phases.items()):
-            if phase == "open" and not response.opened:
-                continue
-            _, child_id = _ids(index, phase_index)
-            yield response, PHASE_SPANS[phase], trace_id, child_id, span_id, at, at + duration, {}
-            at += duration
-
-
-def _otlp_value(value: object) -> dict[str, object]:
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    return {"stringValue": str(value)}
-
-
-def write_otlp(path: Path, responses: list[Response]) -> Path:
-    """Collector file exporter: one resourceSpans document per line, one per resource."""
-    by_resource: dict[tuple[tuple[str, str], ...], list[dict[str, object]]] = {}
-    for response, name, trace, span, parent, start, end, attributes in _spans(responses):
-        by_resource.setdefault(tuple(sorted(response.resource.items())), []).append(
-            {
-                "traceId": trace,
-                "spanId": span,
-                "parentSpanId": parent or "",
-                "name": name,
-                "kind": 1,
-                "startTimeUnixNano": str(start),
-                "endTimeUnixNano": str(end),
-                "attributes": [{"key": k, "value": _otlp_value(v)} for k, v in attributes.items()],
-            }
-        )
-    lines = []
-    for resource, spans in by_resource.items():
-        document = {
-            "resourceSpans": [
-                {
-                    "resource": {
-                        "attributes": [
-                            {"key": k, "value": {"stringValue": v}}
-                            for k, v in (("service.name", "shop"), *resource)
-                        ]
-                    },
-                    "scopeSpans": [{"scope": {"name": "otel_fileresp"}, "spans": spans}],
-                }
-            ]
-        }
-        lines.append(json.dumps(document))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+# -- the other two formats (OTLP: support.trace_files) -------------------------
 
 
 def write_jaeger(path: Path, responses: list[Response]) -> Path:
     """Jaeger query API: traces with their processes; resource attributes are process tags."""
     traces: dict[str, dict[str, object]] = {}
-    for response, name, trace, span, parent, start, end, attributes in _spans(responses):
+    for response, name, trace, span, parent, start, end, attributes in response_spans(responses):
         entry = traces.setdefault(
             trace,
             {
@@ -204,7 +64,7 @@ def _iso(ns: int) -> str:
 def write_console(path: Path, responses: list[Response]) -> Path:
     """The SDK's ConsoleSpanExporter: one indented JSON object per span, with its resource."""
     documents = []
-    for response, name, trace, span, parent, start, end, attributes in _spans(responses):
+    for response, name, trace, span, parent, start, end, attributes in response_spans(responses):
         documents.append(
             json.dumps(
                 {

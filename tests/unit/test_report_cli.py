@@ -10,7 +10,6 @@ nearest-rank computation done here, over the durations the test chose.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import math
@@ -27,13 +26,12 @@ from typing import Any
 
 import ijson  # type: ignore[import-untyped]
 import pytest
-from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.trace_files import ids_to_hex, otlp_dict, write_collector_jsonl
 
 from otel_fileresp.report import Report, SpanRecord, readers, summarize
 from otel_fileresp.report.aggregate import ReportBuilder, nearest_rank
@@ -194,36 +192,6 @@ def scenario() -> Scenario:
 
 
 # --- writing the spans as backends do --------------------------------------------
-
-
-def otlp_dict(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """The OTLP JSON of an export request, IDs in base64 (protobuf's JSON mapping)."""
-    document: dict[str, Any] = MessageToDict(encode_spans(spans))
-    return document
-
-
-def ids_to_hex(document: dict[str, Any]) -> dict[str, Any]:
-    """Hex IDs, as the Collector's file exporter writes them."""
-    for resource in document["resourceSpans"]:
-        for scope in resource["scopeSpans"]:
-            for span in scope["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64decode(span[key]).hex()
-    return document
-
-
-def write_collector_jsonl(
-    spans: Sequence[ReadableSpan], path: Path, *, batch: int = 5, reverse: bool = False
-) -> Path:
-    """One export request per line, ``batch`` spans each, so traces straddle lines."""
-    lines = [
-        json.dumps(ids_to_hex(otlp_dict(spans[i : i + batch]))) for i in range(0, len(spans), batch)
-    ]
-    if reverse:
-        lines.reverse()
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
 
 
 def write_tempo_batches(spans: Sequence[ReadableSpan], path: Path) -> Path:
