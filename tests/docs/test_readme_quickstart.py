@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.processes import free_port, group_alive
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "Quickstart"
@@ -164,22 +164,6 @@ def test_section_parsing() -> None:
     assert missing_in_order(["c", "a"], "a\nb\nc\n") == ["a"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _run(argv: list[str], timeout: float, env: dict[str, str]) -> None:
     result = subprocess.run(
         argv,
@@ -224,7 +208,7 @@ def test_readme_quickstart(tmp_path: Path) -> None:
     venv = clone / ".venv"
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    port = _free_port()
+    port = free_port()
     env = _environment(venv, port)
     env["TMPDIR"] = str(temporary)
     _run([sys.executable, "-m", "venv", str(venv)], VENV_TIMEOUT, env)
@@ -250,9 +234,9 @@ def test_readme_quickstart(tmp_path: Path) -> None:
         pytest.fail(f"the Quickstart did not finish within {RUN_TIMEOUT} s:\n{stdout}\n{stderr}")
     finally:
         deadline = time.monotonic() + 10
-        while _group_alive(process.pid) and time.monotonic() < deadline:
+        while group_alive(process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left_behind = _group_alive(process.pid)
+        left_behind = group_alive(process.pid)
         if left_behind:
             os.killpg(process.pid, signal.SIGKILL)
 

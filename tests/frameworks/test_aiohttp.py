@@ -45,11 +45,9 @@ from support.aiohttp_site import (
     drop_file_permissions,
     etag_of,
     job_kinds,
-    module_site,
     only_response,
     points,
     serve_site,
-    traced_telemetry,
     wait_jobs,
 )
 from support.harness import Telemetry, attrs, instrumenting, responses
@@ -59,19 +57,6 @@ STAT = "fileresp.stat"
 PRECONDITION = "fileresp.precondition"
 OPEN = "fileresp.open"
 SEND = "fileresp.send"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with module_site(tmp_path_factory) as running:
-        yield running
-
-
-@pytest.fixture
-def traced(site: Site) -> Iterator[Telemetry]:
-    """Instrumented for the test, after the module's app was built."""
-    with traced_telemetry() as telemetry:
-        yield telemetry
 
 
 def pool_jobs(prefix: str, *, opened: bool) -> int:

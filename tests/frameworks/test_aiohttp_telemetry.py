@@ -40,30 +40,14 @@ from support.aiohttp_site import (
     child,
     children,
     etag_of,
-    module_site,
     only_response,
     points,
     serve_site,
-    traced_telemetry,
 )
 from support.harness import Telemetry, attrs, instrumenting, responses
 
 from otel_fileresp import _log
 from otel_fileresp.aiohttp import AiohttpFileResponseInstrumentor
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with module_site(tmp_path_factory) as running:
-        yield running
-
-
-@pytest.fixture
-def traced(site: Site) -> Iterator[Telemetry]:
-    """Instrumented for the test, after the module's app was built."""
-    with traced_telemetry() as telemetry:
-        yield telemetry
-
 
 # -- parenting ---------------------------------------------------------------
 

@@ -71,7 +71,7 @@ from pathlib import Path
 
 import pytest
 from support.otlp_receiver import Received, Receiver, otlp_http_receiver
-from support.processes import Server, _group_alive, _kill_group, _stop
+from support.processes import Server, group_alive, kill_group, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "servers"
@@ -302,8 +302,8 @@ def running(
             time.sleep(0.05)
         yield server
     finally:
-        if process.poll() is None or _group_alive(process.pid):
-            _kill_group(process)
+        if process.poll() is None or group_alive(process.pid):
+            kill_group(process)
 
 
 def stop(server: Server, *, dies_of_signal: bool = False) -> None:
@@ -318,11 +318,11 @@ def stop(server: Server, *, dies_of_signal: bool = False) -> None:
         try:
             returncode = process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
+            kill_group(process)
             pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s:\n{server.log()}")
         assert returncode in (0, -signal.SIGTERM), server.log()
     else:
-        _stop(server, signal.SIGTERM)
+        stop_server(server, signal.SIGTERM)
     log = server.log()
     assert "Traceback" not in log, log
     assert "otel_fileresp:" not in log, log
@@ -657,7 +657,7 @@ def test_prometheus_worker_without_a_port_logs_an_error(tmp_path: Path) -> None:
         with running(tmp_path, setup.command, EXAMPLES, None, env) as server:
             pins = _pin_workers(server, 2)
             _serve(pins, 4)
-            _stop(server, signal.SIGTERM)
+            stop_server(server, signal.SIGTERM)
     errors = [line for line in server.log().splitlines() if "no free Prometheus port" in line]
     assert len(errors) == 2, server.log()
     assert all("[ERROR]" in line for line in errors), errors

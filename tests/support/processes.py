@@ -30,7 +30,8 @@ REQUEST_TIMEOUT = 20.0
 BODY = b"hello, file\n" * 100
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -76,7 +77,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is left."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -86,7 +88,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def kill_group(process: subprocess.Popen[bytes]) -> None:
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     with suppress(subprocess.TimeoutExpired):
@@ -114,7 +116,7 @@ def server_process(
     ``stop_signal`` and waits (bounded) for the process and everything it
     started to exit.
     """
-    port = _free_port()
+    port = free_port()
     static = tmp_path / "static"
     static.mkdir(exist_ok=True)
     (static / "hello.txt").write_bytes(BODY)
@@ -159,10 +161,10 @@ def server_process(
     try:
         _wait_until_serving(server, ready_path)
         yield server
-        _stop(server, stop_signal)
+        stop_server(server, stop_signal)
     finally:
-        if process.poll() is None or _group_alive(process.pid):
-            _kill_group(process)
+        if process.poll() is None or group_alive(process.pid):
+            kill_group(process)
 
 
 def _wait_until_serving(server: Server, ready_path: str) -> None:
@@ -179,18 +181,19 @@ def _wait_until_serving(server: Server, ready_path: str) -> None:
     pytest.fail(f"the server did not answer within {START_TIMEOUT} s:\n{server.log()}")
 
 
-def _stop(server: Server, stop_signal: signal.Signals) -> None:
+def stop_server(server: Server, stop_signal: signal.Signals) -> None:
+    """Stop ``server`` with ``stop_signal``: it and its group exit (bounded), with 0."""
     process = server.process
     process.send_signal(stop_signal)
     try:
         returncode = process.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        _kill_group(process)
+        kill_group(process)
         pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s:\n{server.log()}")
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _group_alive(process.pid) and time.monotonic() < deadline:
+    while group_alive(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _group_alive(process.pid):
-        _kill_group(process)
+    if group_alive(process.pid):
+        kill_group(process)
         pytest.fail(f"processes started by the server outlived it:\n{server.log()}")
     assert returncode == 0, server.log()

@@ -11,7 +11,6 @@ import http.client
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from support.apps import EagerStaticFiles
 from support.harness import Telemetry, serve_asgi
+from support.processes import free_port
 from support.trace_files import write_collector_jsonl
 
 from otel_fileresp import StarletteFileResponseInstrumentor
@@ -109,12 +109,6 @@ STOP_TIMEOUT = 20.0
 ROUNDS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(port: int, headers: Mapping[str, str] | None = None) -> tuple[int, str | None]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -155,7 +149,7 @@ def quickstart_spans_json(tmp_path: Path, files: Path, env: Mapping[str, str] = 
     uvicorn's access log lines alternate in the file.
     """
     (tmp_path / "app.py").write_text(QUICKSTART_APP)
-    port = _free_port()
+    port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     environ.pop("PYTHONPATH", None)
     environ.update(
