@@ -47,6 +47,12 @@ NEWER_PYTHONS = ["3.12", "3.13"]
 # (Python, framework set) of the one session that also runs the tests marked
 # ``once`` (tests/conftest.py ONCE): release-independent, so once is enough.
 ONCE_SESSION = (PYTHON, "latest")
+# pytest-xdist workers per session, each running whole test modules (a module's
+# shared server or Prometheus stays in one process). The suite mostly waits
+# (servers starting and stopping, subprocesses, bounded polls), so two workers
+# help even on two busy cores. ``-- -n 0`` after the session runs it in one
+# process; ``FILERESP_TEST_WORKERS`` sets the number.
+WORKERS = os.environ.get("FILERESP_TEST_WORKERS", "2")
 
 # name -> (requirements pinning the framework releases, extra test-only packages)
 MATRIX: dict[str, tuple[list[str], list[str]]] = {
@@ -167,15 +173,15 @@ def tests(session: nox.Session, frameworks: str) -> None:
         []
         if latest
         else [
-            "--ignore=tests/test_fastapi.py",
-            "--ignore=tests/test_examples_fastapi.py",
+            "--ignore=tests/frameworks/test_fastapi.py",
+            "--ignore=tests/docs/test_examples_fastapi.py",
         ]
     )
     # Release-independent tests (the README Quickstart, which installs the
     # latest releases into a virtualenv of its own, among them) run once.
     if (session.python, frameworks) != ONCE_SESSION:
         selection += ["-m", "not once"]
-    session.run("pytest", *selection, *session.posargs)
+    session.run("pytest", "-n", WORKERS, "--dist", "loadfile", *selection, *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -3,7 +3,7 @@
     python examples/span_queue_load.py [--seconds 3] [--asgi-middleware]
 
 Run from the root of the repository with the test requirements installed
-(it uses ``tests/otlp_receiver.py`` as the Collector). uvicorn (one process)
+(it uses ``tests/support/otlp_receiver.py`` as the Collector). uvicorn (one process)
 serves ``examples/static`` with Starlette's ``StaticFiles`` under
 ``opentelemetry-instrument`` (``BatchSpanProcessor`` and OTLP/HTTP with the
 SDK's defaults) while an aiohttp client on 16 connections fetches
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import aiohttp  # noqa: E402
-from otlp_receiver import otlp_http_receiver  # noqa: E402
+from support.otlp_receiver import otlp_http_receiver  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STATIC = ROOT / "examples" / "static"

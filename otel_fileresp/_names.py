@@ -130,7 +130,7 @@ METRIC_OPENS: Final = "fileresp.opens"
 # sub-millisecond part 1-2.5-5 per decade; from 1 ms to 5 s ten a decade
 # (rounded Renard R'10, each about 1.26 x the last), so that the documented
 # histogram_quantile queries read p50/p95/p99 within 15 % (measured in
-# benchmarks/quantiles.py, pinned by tests/test_quantiles.py). A superset of
+# benchmarks/quantiles.py, pinned by tests/prometheus/test_quantiles.py). A superset of
 # the earlier 1-2.5-5 boundaries: every le of those still exists.
 DURATION_BUCKETS: Final = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,

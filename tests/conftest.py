@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import Telemetry
+from support.harness import Telemetry
 
 # -- tests that run once ---------------------------------------------------------
 #
@@ -28,6 +28,11 @@ from harness import Telemetry
 # a test stays out of this table. ``@pytest.mark.once`` (or a module's
 # ``pytestmark``) marks a test the same way; listing it here keeps the
 # classification in one place.
+#
+# A key is a test module's file name, or a folder of tests/ followed by ``/``
+# (every module in it); a module's own entry wins over its folder's. The
+# folders listed hold release-independent tests only: a test that needs every
+# session goes elsewhere, or in the module's ``but``.
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,10 @@ class Once:
 
 
 ONCE: dict[str, Once] = {
-    "test_record.py": Once("the record's rules through its verbs: no framework, no server"),
+    "unit/": Once(
+        "no framework, no server: the record's rules through its verbs, settings"
+        " parsing, the report CLI on span files the SDK writes or that are generated"
+    ),
     "test_report_cli.py": Once(
         "the report CLI on span files the SDK writes: no framework; but the"
         " tests of ijson's compiled backend, a wheel built for each Python",
@@ -52,15 +60,13 @@ ONCE: dict[str, Once] = {
             "test_streamed_documents_give_the_same_report",
         ),
     ),
-    "test_contract_v2.py": Once(
-        "settings parsing (environment and keywords): no framework",
-        only=(
-            "test_phase_metrics_values",
-            "test_a_bad_value_warns_once_and_uses_the_default",
-            "test_metrics_values",
-            "test_keywords_win_over_the_environment",
-            "test_a_bad_keyword_warns_naming_the_keyword",
-        ),
+    "prometheus/": Once(
+        "the docs' PromQL, alert rules and quantile queries, evaluated by Prometheus"
+        " 2.42 (and promtool) against known traffic, a regression double, or samples"
+        " recorded straight into the package's instruments: the releases' metrics"
+        " are checked in every session by frameworks/ (test_metrics,"
+        " test_metric_points, test_pool_gauges), the doubles' opens by test_aiohttp"
+        " and test_report_real"
     ),
     "test_noop_providers.py": Once(
         "the OpenTelemetry API's proxy providers, in a subprocess that imports no framework",
@@ -76,48 +82,39 @@ ONCE: dict[str, Once] = {
         "the Quickstart installs the latest releases into a virtualenv of its own"
         " (whatever the session has); its section parser is plain text"
     ),
-    "test_report_baseline.py": Once(
-        "report --baseline and --by on generated traces: no framework, no server"
-    ),
-    "test_quantiles.py": Once(
-        "the bucket boundaries and the docs' quantile queries, on samples recorded"
-        " straight into the package's instruments and read by Prometheus: no framework"
-    ),
     "test_docs_upgrading.py": Once(
-        "the page's text (its steps, links and anchors); its commands run the"
-        " probe over the installed frameworks and its PromQL two aiohttp apps",
-        only=(
-            "test_the_page_has_the_whole_path",
-            "test_the_page_is_linked",
-            "test_anchors_exist",
-        ),
-    ),
-    "test_prometheus.py": Once(
-        "the docs' PromQL, evaluated by Prometheus 2.42, checked against the SDK's"
-        " in-memory reader of the same traffic: the releases' metrics are checked"
-        " in every session by test_metrics, test_contract_v2 and test_pool_gauges"
-    ),
-    "test_prometheus_alerts.py": Once(
-        "the docs' alert rules (promtool, and evaluated by Prometheus 2.42) against"
-        " a regression double: the doubles' opens are checked in every session"
-        " by test_aiohttp and test_report_real"
+        "the page's text (its steps, links and anchors), and its PromQL evaluated by"
+        " Prometheus 2.42 on two versions of an aiohttp app, one with a simulated"
+        " regression (as prometheus/ does: the regressions and the opens they"
+        " cause are checked in every session by tools/test_probe); but its"
+        " commands, which run the probe over the installed frameworks",
+        but=("test_the_commands_run",),
     ),
 }
 
 
 def _stale_once_entries(tests: Path) -> list[str]:
-    """Entries of ``ONCE`` naming a module or test that does not exist."""
+    """Entries of ``ONCE`` naming a folder, module or test that does not exist."""
     stale = []
-    for module, once in ONCE.items():
-        paths = sorted(tests.rglob(module))  # a module moved into a subfolder still counts
+    for key, once in ONCE.items():
+        if key.endswith("/"):
+            if not (tests / key).is_dir():
+                stale.append(key)
+            continue
+        paths = sorted(tests.rglob(key))  # a module in any folder
         if not paths:
-            stale.append(module)
+            stale.append(key)
             continue
         source = "\n".join(path.read_text() for path in paths)
         stale += [
-            f"{module}::{test}" for test in (*once.only, *once.but) if f"def {test}(" not in source
+            f"{key}::{test}" for test in (*once.only, *once.but) if f"def {test}(" not in source
         ]
     return stale
+
+
+def _once_entry(path: Path) -> Once | None:
+    """The entry of ``ONCE`` for a test module: its own, else its folder's."""
+    return ONCE.get(path.name) or ONCE.get(f"{path.parent.name}/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -127,7 +124,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"tests/conftest.py ONCE names tests that do not exist (update the table): {stale}"
         )
     for item in items:
-        once = ONCE.get(item.path.name)
+        once = _once_entry(item.path)
         name = getattr(item, "originalname", item.name)
         if (once is not None and once.covers(name)) or item.get_closest_marker("quickstart"):
             item.add_marker(pytest.mark.once)

@@ -6,7 +6,7 @@ and metric. The app is served by a real server on 127.0.0.1 (uvicorn or an
 aiohttp runner) and fetched by a client in the same process; after a warm-up
 (imports, StaticFiles' directory check, the first open of every code path),
 the process writes ``MARK`` to /dev/null, serves COUNT 200s and COUNT 304s,
-and writes ``MARK`` again. tests/test_edges.py counts the system calls made
+and writes ``MARK`` again. tests/frameworks/test_edges.py counts the system calls made
 between the two marks, in every thread.
 """
 

@@ -1,13 +1,13 @@
-"""Simulated framework regressions for tests/test_probe.py.
+"""Simulated framework regressions for tests/tools/test_probe.py.
 
 ``apply(kind)`` patches the installed Starlette and aiohttp in the process it
 runs in (a subprocess of the test, before the probe instruments anything):
 
 - ``opens-on-304``: a 304 opens the served file. Starlette: ``StaticFiles``
   opens and closes the file after deciding 304 (as ``EagerStaticFiles`` in
-  tests/support.py). aiohttp: the file is opened inside the executor job that
+  tests/support/apps.py). aiohttp: the file is opened inside the executor job that
   precedes the precondition checks, as aiohttp's never-released PR #10101 did
-  (``EarlyOpenFileResponse`` in tests/aiohttp_support.py), so no job is added;
+  (``EarlyOpenFileResponse`` in tests/support/aiohttp_site.py), so no job is added;
 - ``extra-job``: every static response submits one more worker-pool job (an
   ``os.stat`` of the file) before serving, and nothing else changes.
 """

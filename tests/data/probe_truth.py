@@ -1,7 +1,7 @@
 """What the installed frameworks do for the probe's scenarios, seen without
 this package: ``python probe_truth.py ROOT`` (tests/ on ``sys.path``) serves
 ROOT (made with ``otel_fileresp.probe.scenarios.make_files``) with each
-framework through tests/support.py's ``serve`` (uvicorn for Starlette, an
+framework through tests/support/apps.py's ``serve`` (uvicorn for Starlette, an
 aiohttp ``AppRunner``), never instrumented, sends every scenario once and
 prints JSON: framework -> scenario -> {"status", "opened"}. Whether the file
 was opened comes from an audit hook on ``open`` (any opener, any thread): the
@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from support import serve
+from support.apps import serve
 
 from otel_fileresp.probe.scenarios import PAGE, TEXT, scenarios_for
 

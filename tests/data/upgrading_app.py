@@ -1,4 +1,4 @@
-"""One "version" of an app for tests/test_docs_upgrading.py's PromQL check.
+"""One "version" of an app for tests/docs/test_docs_upgrading.py's PromQL check.
 
 ``python upgrading_app.py ROOT VERSION METRICS_PORT [REGRESSION]`` serves ROOT
 with aiohttp's ``web.static`` on a free loopback port (printed on stdout),
