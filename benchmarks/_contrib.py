@@ -306,11 +306,14 @@ def instrumentor_for(framework: str) -> Any:
     return AiohttpFileResponseInstrumentor()
 
 
-def patch_points(instrumentor: Any) -> list[tuple[Any, str, Any, str]]:
+def patch_points(instrumentor: Any) -> list[tuple[Any, str, Any, str, bool]]:
     """Where ``instrument()`` patches: ``(owner, attribute, original, hook
-    name)`` for each wrapt wrapper of this package it installs (found by
-    looking through every loaded module and its classes), then uninstrumented."""
+    name, plain)`` for each layer of this package it installs, a wrapt
+    wrapper or a plain function (found by looking through every loaded module
+    and its classes), then uninstrumented."""
     import wrapt
+
+    from otel_fileresp._patching import _PLAIN_MARK
 
     instrumentor.instrument()
     found = []
@@ -324,16 +327,17 @@ def patch_points(instrumentor: Any) -> list[tuple[Any, str, Any, str]]:
             owners += [v for v in vars(module).values() if isinstance(v, type)]
             for owner in owners:
                 for attribute, value in list(vars(owner).items()):
-                    if not isinstance(value, wrapt.FunctionWrapper):
+                    plain = hasattr(value, _PLAIN_MARK)
+                    if not (plain or isinstance(value, wrapt.FunctionWrapper)):
                         continue
-                    hook = getattr(value, "_self_wrapper", None)
+                    hook = getattr(value, _PLAIN_MARK if plain else "_self_wrapper", None)
                     hook = getattr(hook, "__func__", hook)
                     if not (getattr(hook, "__module__", "") or "").startswith(SCOPE):
                         continue
                     if (id(owner), attribute) in seen:
                         continue
                     seen.add((id(owner), attribute))
-                    found.append((owner, attribute, value.__wrapped__, hook.__qualname__))
+                    found.append((owner, attribute, value.__wrapped__, hook.__qualname__, plain))
     finally:
         instrumentor.uninstrument()
     return found
@@ -344,14 +348,22 @@ def _call_through(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 def call_through_patches(instrumentor: Any) -> list[str]:
-    """This package's patch points wrapped, with wrapt as ``instrument()``
-    does, by wrappers that only call through; their names."""
-    import wrapt
+    """This package's patch points wrapped as ``instrument()`` wraps them (a
+    wrapt wrapper, or a plain function) by wrappers that only call through;
+    their names."""
+    from otel_fileresp._patching import Patch, PatchSet
 
     names = []
-    for owner, attribute, _, _ in patch_points(instrumentor):
-        wrapt.wrap_function_wrapper(owner, attribute, _call_through)
+    patches = []
+    for owner, attribute, _, _, plain in patch_points(instrumentor):
+        owner_name = (
+            f"{owner.__module__}:{owner.__qualname__}"
+            if isinstance(owner, type)
+            else owner.__name__
+        )
+        patches.append(Patch(owner_name, attribute, _call_through, plain=plain))
         names.append(f"{getattr(owner, '__qualname__', owner.__name__)}.{attribute}")
+    PatchSet("call-through").apply(patches)
     return names
 
 

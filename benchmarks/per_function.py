@@ -309,7 +309,7 @@ class Tracer:
         import _contrib
 
         names = []
-        for owner, attr, original, hook in _contrib.patch_points(instrumentor):
+        for owner, attr, original, hook, _plain in _contrib.patch_points(instrumentor):
             owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", "?"))
             name = f"framework: {owner_name}.{attr}"
             setattr(owner, attr, self.wrap(original, name))

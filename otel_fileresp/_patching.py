@@ -1,12 +1,18 @@
 # Copyright The otel_fileresp Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Patching in place with wrapt, undone exactly.
+"""Patching in place, undone exactly.
 
 Each framework module lists its patch points as :class:`Patch` values. A
-:class:`PatchSet` applies them with :func:`wrapt.wrap_function_wrapper` on the
-class or module that defines them, so objects created before ``instrument()``
-(apps, routes, subclasses, bound methods looked up at call time) are covered,
-and :meth:`PatchSet.remove` puts the original attributes back.
+:class:`PatchSet` applies them on the class or module that defines them, so
+objects created before ``instrument()`` (apps, routes, subclasses, bound
+methods looked up at call time) are covered, and :meth:`PatchSet.remove`
+puts the original attributes back. A point is wrapped with
+:func:`wrapt.wrap_function_wrapper`, or, when the point says ``plain`` and
+the attribute is a plain function or method, by a plain function that calls
+the same hook (one Python call instead of wrapt's machinery, for the
+synchronous points a file response passes through several times; the
+coroutine functions keep wrapt, which keeps them coroutine functions to
+:mod:`inspect`).
 
 A patch point missing from an unknown framework release is warned about once
 and left unpatched; the rest still works.
@@ -23,8 +29,10 @@ and wraps the attribute again.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +59,11 @@ class Patch:
     # True for a point other instrumentations wrap too (the worker pool's
     # submit): checked when each response starts (see PatchSet.verify).
     watched: bool = False
+    # True to patch with a plain function (see _plain_layer) where the
+    # attribute is a plain function or method: no wrapt call per call. Not
+    # for a watched point: other instrumentations' unwrap() takes off only a
+    # wrapt proxy, so on a point they share, ours must be one too.
+    plain: bool = False
 
 
 def resolve_owner(owner: str) -> Any:
@@ -85,19 +98,65 @@ def _code_of(fn: Any) -> Any:
     return getattr(getattr(fn, "__func__", fn), "__code__", None)
 
 
+#: The attribute of a plain layer of ours that holds its wrapper.
+_PLAIN_MARK = "_otel_fileresp_wrapper"
+
+
 def _our_layer(value: Any, wrapper: Wrapper) -> Any:
-    """The wrapt wrapper in ``value``'s chain that runs ``wrapper``'s code."""
+    """The layer in ``value``'s chain that runs ``wrapper``'s code: a wrapt
+    wrapper of ours, or a plain layer of ours."""
     code = _code_of(wrapper)
     if code is None:
         return None
     for layer in _chain(value):
         try:
-            ours = _code_of(getattr(layer, "_self_wrapper", None)) is code
+            runs = getattr(layer, "_self_wrapper", None) or getattr(layer, _PLAIN_MARK, None)
+            ours = _code_of(runs) is code
         except Exception:  # a proxy whose target is gone, say
             continue
         if ours:
             return layer
     return None
+
+
+def _plain_layer(owner: Any, original: Any, wrapper: Wrapper) -> Any:
+    """``original`` wrapped by a plain function that calls ``wrapper`` as wrapt
+    would (``wrapped``, ``instance``, ``args``, ``kwargs``), or None where only
+    wrapt will do. A plain function costs one Python call where wrapt's
+    wrapper costs several thousand instructions more; it is used for a plain
+    function of a module, or a plain method of a class (which every subclass
+    inherits, and ``super()`` finds). ``functools.update_wrapper`` keeps the
+    name, the documentation and, through ``__wrapped__``, the signature."""
+    if isinstance(owner, type):
+        if not isinstance(original, types.FunctionType):
+            return None  # a static or class method, a descriptor: wrapt binds those
+
+        def patched_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return wrapper(original.__get__(self), self, args, kwargs)
+
+        layer: Any = patched_method
+    elif callable(original) and not isinstance(original, type):
+
+        def patched_function(*args: Any, **kwargs: Any) -> Any:
+            return wrapper(original, None, args, kwargs)
+
+        layer = patched_function
+    else:
+        return None
+    functools.update_wrapper(layer, original)
+    setattr(layer, _PLAIN_MARK, wrapper)
+    return layer
+
+
+def _install(owner: Any, patch: Patch) -> Any:
+    """Wrap ``owner``'s attribute by ``patch`` (plainly where it can); the layer."""
+    if patch.plain and not patch.watched:
+        layer = _plain_layer(owner, vars(owner)[patch.attribute], patch.wrapper)
+        if layer is not None:
+            setattr(owner, patch.attribute, layer)
+            return layer
+    wrapt.wrap_function_wrapper(owner, patch.attribute, patch.wrapper)
+    return vars(owner)[patch.attribute]
 
 
 class _Applied:
@@ -150,8 +209,7 @@ class PatchSet:
                 # Ours already, under someone else's wrapper: take it back.
                 self._applied.append(_Applied(owner, patch, None, None, original))
                 continue
-            wrapt.wrap_function_wrapper(owner, patch.attribute, patch.wrapper)
-            installed = vars(owner)[patch.attribute]
+            installed = _install(owner, patch)
             self._applied.append(_Applied(owner, patch, original, installed, installed))
         self._checks = tuple(
             (vars(a.owner), a.attribute, a) for a in self._applied if a.patch.watched
@@ -181,8 +239,7 @@ class PatchSet:
             "instrumentation's uninstrument() unwrapped what was on top); wrapped again",
             with_traceback=False,
         )
-        wrapt.wrap_function_wrapper(owner, attribute, patch.wrapper)
-        installed = vars(owner)[attribute]
+        installed = _install(owner, patch)
         applied.original = current  # remove() puts back what we wrapped now
         applied.installed = installed
         applied.top = installed

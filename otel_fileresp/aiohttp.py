@@ -658,12 +658,12 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
                 hooks.submit,
                 watched=True,
             ),
-            Patch(_FILE_RESPONSE, "__init__", hooks.init),
+            Patch(_FILE_RESPONSE, "__init__", hooks.init, plain=True),
             Patch(_FILE_RESPONSE, "prepare", hooks.prepare),
-            Patch(_FILE_RESPONSE, stat_method, hooks.stat),
+            Patch(_FILE_RESPONSE, stat_method, hooks.stat, plain=True),
             # Every release: an open of the served file by anything serving the
             # response (aiohttp's open job or `_make_response`, a subclass).
-            Patch("pathlib:Path", "open", hooks.path_open),
+            Patch("pathlib:Path", "open", hooks.path_open, plain=True),
             # The app's startup and cleanup: the zero series, the flush (_lifecycle).
             *_lifecycle.aiohttp_patches(hooks),
         ]
@@ -671,15 +671,17 @@ class AiohttpFileResponseInstrumentor(FileResponseInstrumentor[_AiohttpHooks]):
         # start: asyncio's loop.sendfile calls os.sendfile (the module's
         # attribute, at call time); the fallback writes to aiohttp's writer.
         patches.append(Patch(_FILE_RESPONSE, "_sendfile_fallback", hooks.sendfile_fallback))
-        patches.append(Patch("os", "sendfile", hooks.os_sendfile, required=False))
+        patches.append(Patch("os", "sendfile", hooks.os_sendfile, required=False, plain=True))
         if combined_job:
             # The checks' result and time come from the job's own result;
             # everything after the open, up to the last byte, is one method.
-            patches.append(Patch(_FILE_RESPONSE, "_make_response", hooks.make_response))
+            patches.append(Patch(_FILE_RESPONSE, "_make_response", hooks.make_response, plain=True))
             patches.append(Patch(_FILE_RESPONSE, "_prepare_open_file", hooks.send))
         else:
             patches.append(Patch(_FILE_RESPONSE, "_sendfile", hooks.send))
             # Up to 3.11.9 the checks run on the loop: their decision is timed here.
-            patches.append(Patch(_FILE_RESPONSE, "_not_modified", hooks.not_modified))
-            patches.append(Patch(_FILE_RESPONSE, "_precondition_failed", hooks.precondition_failed))
+            patches.append(Patch(_FILE_RESPONSE, "_not_modified", hooks.not_modified, plain=True))
+            patches.append(
+                Patch(_FILE_RESPONSE, "_precondition_failed", hooks.precondition_failed, plain=True)
+            )
         return patches

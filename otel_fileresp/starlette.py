@@ -420,7 +420,12 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
         patches = [
             Patch("anyio.to_thread", "run_sync", hooks.run_sync, watched=True),
             Patch("starlette.staticfiles:StaticFiles", "__call__", hooks.static_files_call),
-            Patch("starlette.staticfiles:StaticFiles", "is_not_modified", hooks.is_not_modified),
+            Patch(
+                "starlette.staticfiles:StaticFiles",
+                "is_not_modified",
+                hooks.is_not_modified,
+                plain=True,
+            ),
             Patch("starlette.responses:FileResponse", "__call__", hooks.file_response_call),
             # If-Range evaluation exists from Starlette 0.39.
             Patch(
@@ -428,6 +433,7 @@ class StarletteFileResponseInstrumentor(FileResponseInstrumentor[_StarletteHooks
                 "_should_use_range",
                 hooks.should_use_range,
                 required=False,
+                plain=True,
             ),
             # The app's startup and shutdown: the zero series, the flush (_lifecycle).
             *_lifecycle.starlette_patches(hooks),
