@@ -11,7 +11,9 @@ Usage::
 ``opentelemetry-instrument`` loads it through the ``fileresp_aiohttp`` entry
 point (switch it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fileresp_aiohttp``).
 
-What is patched (in place, with wrapt; ``uninstrument()`` restores it):
+What is patched (in place, see :mod:`otel_fileresp._patching`: wrapt for
+the coroutine functions and the worker pool, a plain function for the other
+methods; ``uninstrument()`` restores it):
 
 - ``FileResponse.__init__`` captures the request's trace context while the
   handler runs: contrib's aiohttp-server span ends when the handler returns,

@@ -11,7 +11,9 @@ Usage::
 ``opentelemetry-instrument`` loads it through the ``fileresp_starlette`` entry
 point (switch it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fileresp_starlette``).
 
-What is patched (in place, with wrapt; ``uninstrument()`` restores it):
+What is patched (in place, see :mod:`otel_fileresp._patching`: wrapt for
+the coroutine functions and the worker pool, a plain function for the other
+methods; ``uninstrument()`` restores it):
 
 - ``StaticFiles.__call__`` and ``FileResponse.__call__`` open one
   ``fileresp.response`` per request and observe the ASGI messages sent
