@@ -856,7 +856,7 @@ ROWS: tuple[Row, ...] = (
         digits=3,
     ),
     Row(
-        "of it: the patch points alone (call-through wrapt wrappers) / without",
+        "of it: the patch points alone (call-through wrappers, wrapt or plain as ours) / without",
         "nosdk",
         lambda of: of("patches_nomw_nosdk") / of("nomw_nosdk"),
         digits=3,
@@ -868,7 +868,7 @@ ROWS: tuple[Row, ...] = (
         kilo=True,
     ),
     Row(
-        "of it: the patch points alone (wrapt wrappers calling through)",
+        "of it: the patch points alone (wrappers calling through, wrapt or plain as ours)",
         "nosdk",
         lambda of: of("patches_nomw_nosdk") - of("nomw_nosdk"),
         kilo=True,
