@@ -32,8 +32,6 @@ class FinishedResponse(NamedTuple):
     """One file response, as it ended. Times are :func:`time.perf_counter_ns`
     values; emission turns them into wall-clock times."""
 
-    #: Which response this is (the same key its start was told with).
-    key: int
     framework: str
     #: The trace context the response started under (its span's parent).
     parent: context_api.Context

@@ -988,7 +988,6 @@ class ResponseRecord:
             file_path = file_size = None
             phases = wait_spans = ()
         return FinishedResponse(
-            id(self),
             self.framework,
             self.parent,
             self.spans,
