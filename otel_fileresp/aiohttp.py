@@ -345,8 +345,7 @@ class _AiohttpHooks(Hooks):
         head_observer = _observe_head(record, instance)
 
         def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
-            if head_observer is not None and vars(instance).get("_write_headers") is head_observer:
-                del instance._write_headers
+            _unobserve(instance, "_write_headers", head_observer)
             # The status aiohttp sent, if it sent one: when prepare raises
             # before the headers are written (aiohttp 3.9 on a missing file or
             # a directory), no status was sent and the outcome is ``error``.
@@ -551,34 +550,54 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
     return writer
 
 
-def _observe_head(record: ResponseRecord, response: Any) -> Callable[[], Awaitable[None]] | None:
-    """Put, on this ``response`` only, an observer of its ``_write_headers``
-    (aiohttp hands the status line and headers to its writer there, in every
-    release): the head's time is the start of that call; the status and
-    Content-Length are read once it returned (compression drops the length).
-    The observer is the function itself; None if it could not be put."""
+Told = Callable[[int, tuple[Any, ...]], None]
+
+
+def _observe(owner: Any, name: str, told: Told, where: str) -> Callable[..., Awaitable[Any]] | None:
+    """Put, on ``owner`` only (an instance attribute, not its class), an
+    observer of its coroutine method ``name``: each call is awaited as it is,
+    then ``told(started_ns, args)`` with the time the call began (the bytes
+    it hands over may leave during it). The observer itself, to take off with
+    :func:`_unobserve`; None if it could not be put (``where`` logs why)."""
     try:
-        write_headers = response._write_headers
+        method = getattr(owner, name)
     except Exception:
-        failed("aiohttp.head")
+        failed(where)
         return None
 
-    async def write_headers_observed(*args: Any, **kwargs: Any) -> None:
+    async def observed(*args: Any, **kwargs: Any) -> Any:
         started = perf_counter_ns()
-        await write_headers(*args, **kwargs)
+        result = await method(*args, **kwargs)
         try:
-            status, length = response.status, response.content_length
+            told(started, args)
         except Exception:
-            failed("aiohttp.head")
-            return
-        record.head_sent(status, started, length)
+            failed(where)
+        return result
 
     try:
-        response._write_headers = write_headers_observed
+        setattr(owner, name, observed)
     except Exception:
-        failed("aiohttp.head")
+        failed(where)
         return None
-    return write_headers_observed
+    return observed
+
+
+def _unobserve(owner: Any, name: str, observer: object) -> None:
+    """Take ``observer`` off ``owner`` if it is still there."""
+    if observer is not None and vars(owner).get(name) is observer:
+        delattr(owner, name)
+
+
+def _observe_head(record: ResponseRecord, response: Any) -> Callable[..., Awaitable[Any]] | None:
+    """Observe, on this ``response`` only, its ``_write_headers`` (aiohttp
+    hands the status line and headers to its writer there, in every
+    release): the head's time is the start of that call; the status and
+    Content-Length are read once it returned (compression drops the length)."""
+
+    def head_written(started: int, args: tuple[Any, ...]) -> None:
+        record.head_sent(response.status, started, response.content_length)
+
+    return _observe(response, "_write_headers", head_written, "aiohttp.head")
 
 
 async def _written_through(
@@ -590,34 +609,25 @@ async def _written_through(
     the stamp given to the record. Only the ``count`` bytes it was asked to
     send are counted: aiohttp before 3.13.4 reads a whole chunk first, which
     a compressing writer (no Content-Length to cut at) sends beyond a range."""
-    observer = None
+    observer = writer = None
     try:
         writer, count = _fallback_arguments(*args, **kwargs)
         left = [count if isinstance(count, int) else -1]
-        write = writer.write
 
-        async def write_observed(chunk: Any, *args: Any, **kwargs: Any) -> None:
-            started = perf_counter_ns()
-            await write(chunk, *args, **kwargs)
-            try:
-                size = len(chunk)
-                if left[0] >= 0:
-                    size = min(size, left[0])
-                    left[0] -= size
-            except Exception:
-                failed("aiohttp.write")
-                return
+        def chunk_written(started: int, args: tuple[Any, ...]) -> None:
+            size = len(args[0])
+            if left[0] >= 0:
+                size = min(size, left[0])
+                left[0] -= size
             record.body_sent(size, started)
 
-        writer.write = write_observed
-        observer = write_observed
+        observer = _observe(writer, "write", chunk_written, "aiohttp.write")
     except Exception:
         failed("aiohttp.write")
     try:
         return await falling_back
     finally:
-        if observer is not None and vars(writer).get("write") is observer:
-            del writer.write
+        _unobserve(writer, "write", observer)
 
 
 def _fallback_arguments(writer: Any, fobj: Any, offset: Any, count: Any) -> tuple[Any, Any]:
