@@ -575,15 +575,18 @@ class ResponseRecord:
         try:
             if not self.is_served(path):
                 return False
-            self._opened = True
-            if self._open_start_ns is None:
-                self._open_start_ns = start_ns
-            if self.detailed:
-                self._mark(n.PHASE_OPEN, start_ns, end_ns)
+            self._served_file_opened(start_ns, end_ns)
             return True
         except Exception:
             failed("record.file_opened")
             return False
+
+    def _served_file_opened(self, start_ns: int, end_ns: int) -> None:
+        self._opened = True
+        if self._open_start_ns is None:
+            self._open_start_ns = start_ns
+        if self.detailed:
+            self._mark(n.PHASE_OPEN, start_ns, end_ns)
 
     def open_failed(self, path: object, start_ns: int) -> bool:
         """Opening a file failed: True if it was the served one (then its open
@@ -591,13 +594,16 @@ class ResponseRecord:
         try:
             if not self.is_served(path):
                 return False
-            self._open_attempts -= 1
-            if self._open_start_ns is None:
-                self._open_start_ns = start_ns
+            self._served_file_open_failed(start_ns)
             return True
         except Exception:
             failed("record.open_failed")
             return False
+
+    def _served_file_open_failed(self, start_ns: int) -> None:
+        self._open_attempts -= 1
+        if self._open_start_ns is None:
+            self._open_start_ns = start_ns
 
     @property
     def open_tried(self) -> bool:
@@ -810,11 +816,12 @@ class ResponseRecord:
             if kind == n.JOB_READ:
                 self._transfer = n.TRANSFER_READ
             elif kind == n.JOB_OPEN and job.opens is not None:
+                # An open job is the served file's (wrap_job checked its path).
                 if ok:
-                    self.file_opened(job.opens, started, ended)
+                    self._served_file_opened(started, ended)
                     self._file_object_id = id(result)
                 else:
-                    self.open_failed(job.opens, started)
+                    self._served_file_open_failed(started)
             if not self.detailed:
                 return
             if kind in _WAIT_SPAN_JOBS:
