@@ -64,7 +64,8 @@ def metrics(
     )
     enabled = settings.phase_metrics
     if enabled:
-        durations = response.phase_durations()
+        # Only a detailed record has phases: a lean one builds nothing here.
+        durations = response.phase_durations() if response.phases else {}
         for phase in n.PHASES:
             if phase not in enabled:
                 continue
