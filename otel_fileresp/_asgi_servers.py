@@ -25,38 +25,84 @@ read: then only an exception from ``send`` or ``http.disconnect`` (Starlette
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Final
 
 _MAX_STEPS: Final = 32
 
 
-def _client_gone_flag(owner: object) -> Callable[[], bool] | None:
-    """The check of ``owner`` if it is a known server's per-request object."""
+#: A server's per-request object and the attribute of it that turns true when
+#: the client left (read with ``getattr``: no function made per response).
+Flag = tuple[object, str]
+
+
+def _client_gone_flag(owner: object) -> Flag | None:
+    """The flag of ``owner`` if it is a known server's per-request object."""
     if isinstance(getattr(owner, "disconnected", None), bool) and hasattr(
         owner, "response_complete"
     ):
-        return lambda: bool(owner.disconnected)  # type: ignore[attr-defined]
+        return owner, "disconnected"
     if isinstance(getattr(owner, "closed", None), bool) and hasattr(owner, "app_send"):
-        return lambda: bool(owner.closed)  # type: ignore[attr-defined]
+        return owner, "closed"
     return None
 
 
-def client_gone_check(send: Any) -> Callable[[], bool] | None:
-    """A call that says whether the server behind ``send`` knows the client
-    left (its next messages will be dropped), or None when none is found.
+def client_gone_flag(send: Any) -> Flag | None:
+    """The flag that says whether the server behind ``send`` knows the client
+    left (its next messages will be dropped): ``getattr(*flag)``; None when
+    none is found.
 
     Each middleware's ``send`` wraps the one it was given: a bound method (a
     responder's ``send`` attribute), a ``__wrapped__``, or a closure over a
     free variable whose name ends in ``send`` (``send``, ``_send``,
-    ``original_send``): only those are followed, a chain, not a tree."""
+    ``original_send``): only those are followed, a chain, not a tree.
+
+    A chain of closures ending at a server's bound method is remembered by
+    the code of its first closure (a route: each closure's code and cell,
+    the server's class and flag), and followed again by that route, checked
+    at every step, for the next response; any other chain is walked."""
+    route = _ROUTES.get(getattr(send, "__code__", None))
+    if route is not None:
+        found = _follow(send, route)
+        if found is not None:
+            return found
+    return _walk(send)
+
+
+#: A chain of closures to a server's send: ((code, cell index), ...), the
+#: server's per-request class, and its flag.
+Route = tuple[tuple[tuple[Any, int], ...], type, str]
+_ROUTES: dict[Any, Route] = {}
+
+
+def _follow(send: Any, route: Route) -> Flag | None:
+    """``send``'s flag by ``route``, if ``send`` still follows it."""
     fn = send
+    for code, index in route[0]:
+        if getattr(fn, "__code__", None) is not code or getattr(fn, "__wrapped__", None):
+            return None
+        try:
+            fn = fn.__closure__[index].cell_contents
+        except (ValueError, IndexError, TypeError):  # an empty cell
+            return None
+    owner = getattr(fn, "__self__", None)
+    if type(owner) is not route[1] or not isinstance(getattr(owner, route[2], None), bool):
+        return None
+    return owner, route[2]
+
+
+def _walk(send: Any) -> Flag | None:
+    fn = send
+    steps: list[tuple[Any, int]] = []
+    closures_only = True
     for _ in range(_MAX_STEPS):
         owner = getattr(fn, "__self__", None)
         if owner is not None:
-            check = _client_gone_flag(owner)
-            if check is not None:
-                return check
+            flag = _client_gone_flag(owner)
+            if flag is not None:
+                if closures_only and steps and len(_ROUTES) < 256:
+                    _ROUTES[steps[0][0]] = (tuple(steps), type(owner), flag[1])
+                return flag
+            closures_only = False
             inner = getattr(owner, "send", None)  # a responder (GZip's, say)
             if callable(inner) and inner is not fn:
                 fn = inner
@@ -64,33 +110,35 @@ def client_gone_check(send: Any) -> Callable[[], bool] | None:
             fn = getattr(fn, "__func__", fn)
         wrapped = getattr(fn, "__wrapped__", None)
         if callable(wrapped):
+            closures_only = False
             fn = wrapped
             continue
-        fn = _captured_send(fn)
-        if fn is None:
+        # The send a closure captured, by its free variable's name.
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return None
+        index = _SEND_CELL.get(code)
+        if index is None:
+            index = _send_cell(code)
+        if index < 0:
+            return None
+        steps.append((code, index))
+        try:
+            fn = fn.__closure__[index].cell_contents
+        except (ValueError, IndexError, TypeError):  # an empty cell
+            return None
+        if not callable(fn):
             return None
     return None
 
 
-# code object -> the index of its free variable holding the wrapped send (-1: none)
 _SEND_CELL: dict[Any, int] = {}
 
 
-def _captured_send(fn: Any) -> Any:
-    """The ``send`` a closure captured, by its free variable's name."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    index = _SEND_CELL.get(code)
-    if index is None:
-        names = code.co_freevars
-        index = next((i for i, name in enumerate(names) if name.endswith("send")), -1)
-        if len(_SEND_CELL) < 1024:
-            _SEND_CELL[code] = index
-    if index < 0:
-        return None
-    try:
-        value = fn.__closure__[index].cell_contents
-    except (ValueError, IndexError, TypeError):  # an empty cell
-        return None
-    return value if callable(value) else None
+def _send_cell(code: Any) -> int:
+    """The index of a closure's free variable named ``*send`` (-1: none)."""
+    names = code.co_freevars
+    index = next((i for i, name in enumerate(names) if name.endswith("send")), -1)
+    if len(_SEND_CELL) < 1024:
+        _SEND_CELL[code] = index
+    return index

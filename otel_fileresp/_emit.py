@@ -57,30 +57,42 @@ def metrics(
     framework = response.framework
     status = response.status
     opened = response.opened
+    key = (KEY_DURATION, framework, response.outcome, opened, status)
+    attributes = instruments.attributes_made.get(key)
+    if attributes is None:
+        attributes = instruments.attributes(key)
     instruments.duration.record(
-        response.duration_s,
-        instruments.attributes((KEY_DURATION, framework, response.outcome, opened, status)),
-        context=span_context,
+        (response.end_ns - response.started_ns) / 1e9, attributes, context=span_context
     )
     enabled = settings.phase_metrics
     if enabled:
-        # Only a detailed record has phases: a lean one builds nothing here.
-        durations = response.phase_durations() if response.phases else {}
-        for phase in n.PHASES:
-            if phase not in enabled:
-                continue
-            if phase == n.PHASE_THREADPOOL_WAIT:
-                if not response.jobs:
+        if not response.phases:
+            # No phase happened (a lean record has none): only the wait.
+            if response.jobs and n.PHASE_THREADPOOL_WAIT in enabled:
+                instruments.phase_duration.record(
+                    response.wait_ns / 1e9,
+                    instruments.attributes((KEY_PHASE, framework, n.PHASE_THREADPOOL_WAIT)),
+                    context=span_context,
+                )
+        else:
+            durations = response.phase_durations()
+            for phase in n.PHASES:
+                if phase not in enabled:
                     continue
-                value = response.wait_s
-            else:
-                found = durations.get(phase)
-                if found is None:
-                    continue
-                value = found
-            instruments.phase_duration.record(
-                value, instruments.attributes((KEY_PHASE, framework, phase)), context=span_context
-            )
+                if phase == n.PHASE_THREADPOOL_WAIT:
+                    if not response.jobs:
+                        continue
+                    value = response.wait_s
+                else:
+                    found = durations.get(phase)
+                    if found is None:
+                        continue
+                    value = found
+                instruments.phase_duration.record(
+                    value,
+                    instruments.attributes((KEY_PHASE, framework, phase)),
+                    context=span_context,
+                )
     if opened:
         instruments.open_counts.add(framework, status)
 

@@ -194,6 +194,13 @@ def current_record() -> ResponseRecord | None:
     return None if scope is None else scope.record
 
 
+#: ``FinishedResponse``'s tuple made from its fields in order, without the
+#: named tuple's own ``__new__`` (a Python frame with 25 arguments).
+_finished: Final[Callable[[type[FinishedResponse], tuple[Any, ...]], FinishedResponse]] = (
+    tuple.__new__
+)
+
+
 def same_file(a: Any, b: Any) -> bool:
     """Whether two path values name the same file: the same spelling, or the
     same once normalised (``static/./app.js`` is ``static/app.js``). No
@@ -281,27 +288,63 @@ class PoolJob(Scope):
         result or exception, untouched."""
         self.started = perf_counter_ns()
         token = _CURRENT.set(self)
-        ok = False
-        outcome: Any = None
         try:
-            outcome = self._fn(*args, **kwargs)
-            ok = True
-            return outcome
+            result = self._fn(*args, **kwargs)
         except BaseException as exc:
-            outcome = exc
+            _CURRENT.reset(token)
+            self._ran(False, exc)
             raise
+        _CURRENT.reset(token)
+        self._ran(True, result)
+        return result
+
+    def _ran(self, ok: bool, outcome: Any) -> None:
+        record = self.record
+        record._job_ran(self, perf_counter_ns(), ok, outcome if ok else None)
+        then = self._on_result if ok else self._on_error
+        if then is not None:
+            try:
+                then(record, outcome)
+            except Exception:
+                failed("record.job.then")
+
+
+class _LeanJob(PoolJob):
+    """A job of a lean record that is only its wait: no kind to tell, no
+    callback (the lean path's one object per job, with nothing else to do)."""
+
+    __slots__ = ()
+
+    def __init__(self, record: ResponseRecord, fn: Callable[..., Any], submitted: int) -> None:
+        self.record = record
+        self._fn = fn
+        self.kind = n.JOB_OTHER
+        self.submitted = submitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """(Worker side) run the framework's callable, then count its wait up
+        to the response's end (:meth:`ResponseRecord._job_ran`'s rules)."""
+        self.started = started = perf_counter_ns()
+        token = _CURRENT.set(self)
+        try:
+            return self._fn(*args, **kwargs)
         finally:
             _CURRENT.reset(token)
             record = self.record
-            record._job_ran(self, perf_counter_ns(), ok, outcome if ok else None)
-            then = self._on_result if ok else self._on_error
-            if then is not None:
-                try:
-                    then(record, outcome)
-                except Exception:
-                    failed("record.job.then")
-            # Break the frame -> exception -> traceback -> frame cycle.
-            outcome = None
+            try:
+                state = record._state
+                if state < State.ENDED:
+                    submitted = self.submitted
+                    end = record._end_ns
+                    if end is None and state is State.HEAD_SENT and record._all_sent():
+                        end = record._last_byte_ns
+                    if end is None or submitted < end:
+                        if end is not None and started > end:
+                            started = end
+                        record._jobs += 1
+                        record._wait_ns += started - submitted
+            except Exception:
+                failed("record.job")
 
 
 class ResponseRecord:
@@ -355,7 +398,6 @@ class ResponseRecord:
         sink: ResponseConsumer,
         framework: str,
         parent: context_api.Context | None = None,
-        *,
         detailed: bool = True,
         spans: bool = True,
     ) -> None:
@@ -748,11 +790,20 @@ class ResponseRecord:
         ``on_result``/``on_error`` run in the worker.
         """
         try:
-            if self._state >= State.COMPLETE:
+            state = self._state
+            if state >= State.COMPLETE:
                 return None
             submitted = perf_counter_ns()
-            if self._state is State.PENDING and not self._started_ns:
+            if state is State.PENDING and not self._started_ns:
                 self._started_ns = submitted  # where it starts, if it begins
+            if not self.detailed:
+                # Lean: the job's wait only, and whether an open job opened
+                # the served file (compared once it ran, see _job_ran).
+                if kind != n.JOB_OPEN and on_result is None and on_error is None:
+                    return _LeanJob(self, fn, submitted)
+                return PoolJob(
+                    self, fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
+                )
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
             elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
@@ -813,6 +864,14 @@ class ResponseRecord:
             self._jobs += 1
             self._wait_ns += wait
             kind = job.kind
+            if not self.detailed:
+                # The served file's open (wrap_job compared no path: here).
+                if kind == n.JOB_OPEN and self.is_served(job.opens):
+                    if ok:
+                        self._opened = True
+                    else:
+                        self._served_file_open_failed(started)
+                return
             if kind == n.JOB_READ:
                 self._transfer = n.TRANSFER_READ
             elif kind == n.JOB_OPEN and job.opens is not None:
@@ -822,8 +881,6 @@ class ResponseRecord:
                     self._file_object_id = id(result)
                 else:
                     self._served_file_open_failed(started)
-            if not self.detailed:
-                return
             if kind in _WAIT_SPAN_JOBS:
                 self._wait_spans.append((kind, submitted, started))
                 if job.is_stat and not (kind == n.JOB_STAT and _not_a_file(ok, result)):
@@ -872,14 +929,13 @@ class ResponseRecord:
         try:
             self._sending = transfer
             self._send_start_ns = at_ns
-            if transfer == n.TRANSFER_PATHSEND:
+            if transfer == n.TRANSFER_PATHSEND and self.detailed:
                 self._transfer = transfer
-                if self.detailed:
-                    self._mark(n.PHASE_SEND, at_ns, at_ns)
+                self._mark(n.PHASE_SEND, at_ns, at_ns)
         except Exception:
             failed("record.body_started")
 
-    def body_sent(self, nbytes: int, at_ns: int, *, final: bool = False) -> None:
+    def body_sent(self, nbytes: int, at_ns: int, final: bool = False) -> None:
         """A call that began at ``at_ns`` handed ``nbytes`` body bytes to the
         server (an ASGI body message, an ``os.sendfile``, a write to aiohttp's
         writer); ``final``: the body is complete with it (the last body
@@ -894,9 +950,9 @@ class ResponseRecord:
                 if nbytes > 0:
                     self._bytes += nbytes
                     self._last_byte_ns = at_ns
-                    if self._transfer == n.TRANSFER_NONE and self._sending is not None:
-                        self._transfer = self._sending
                     if self.detailed:
+                        if self._transfer == n.TRANSFER_NONE and self._sending is not None:
+                            self._transfer = self._sending
                         start = self._send_start_ns
                         self._mark(n.PHASE_SEND, at_ns if start is None else start, at_ns)
             if final:
@@ -969,7 +1025,14 @@ class ResponseRecord:
         started = self._started_ns
         end = started if self._end_ns is None else self._end_ns
         status = self._status
-        error_type = self._final_error_type()
+        error_type = self._error_type
+        if status == 200 and error_type is None and not self._head:
+            outcome: str = n.OUTCOME_SENT  # the common cases, without two calls
+        elif status == 304 and error_type is None:
+            outcome = n.OUTCOME_NOT_MODIFIED
+        else:
+            outcome = self._final_outcome()
+            error_type = self._final_error_type()
         if self.detailed:
             # A redirect serves no file: no name, no size.
             serves_a_file = self._outcome != n.OUTCOME_REDIRECT and not (
@@ -994,31 +1057,34 @@ class ResponseRecord:
         else:
             file_path = file_size = None
             phases = wait_spans = ()
-        return FinishedResponse(
-            self.framework,
-            self.parent,
-            self.spans,
-            self.detailed,
-            started,
-            end,
-            status,
-            self._final_outcome(),
-            error_type,
-            self._opened or self._open_attempts > 0,
-            self._transfer,
-            self._bytes,
-            self._jobs,
-            self._wait_ns,
-            file_path,
-            file_size,
-            self._content_encoding,
-            self._precondition_result or n.PRECONDITION_NONE,
-            self._precondition_header,
-            phases,
-            wait_spans,
-            self._read_count,
-            self._read_wait_ns,
-            self._read_wait_max_ns,
+        return _finished(
+            FinishedResponse,
+            (
+                self.framework,
+                self.parent,
+                self.spans,
+                self.detailed,
+                started,
+                end,
+                status,
+                outcome,
+                error_type,
+                self._opened or self._open_attempts > 0,
+                self._transfer,
+                self._bytes,
+                self._jobs,
+                self._wait_ns,
+                file_path,
+                file_size,
+                self._content_encoding,
+                self._precondition_result or n.PRECONDITION_NONE,
+                self._precondition_header,
+                phases,
+                wait_spans,
+                self._read_count,
+                self._read_wait_ns,
+                self._read_wait_max_ns,
+            ),
         )
 
     def _final_error_type(self) -> str | None:
@@ -1085,32 +1151,17 @@ def watch_opens() -> None:
         sys.addaudithook(_audit)
 
 
-class _Serving:
-    """``with _Serving(record, before_end):`` makes ``record`` current in the
-    block, then ends it (see :func:`serve_as_current`)."""
-
-    __slots__ = ("_before_end", "_record", "_token")
-
-    def __init__(
-        self,
-        record: ResponseRecord,
-        before_end: Callable[[ResponseRecord, BaseException | None], None] | None,
-    ) -> None:
-        self._record = record
-        self._before_end = before_end
-
-    def __enter__(self) -> None:
-        self._token = _CURRENT.set(self._record._scope)
-
-    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
-        _CURRENT.reset(self._token)
-        record = self._record
-        if self._before_end is not None:
-            try:
-                self._before_end(record, error)
-            except Exception:
-                failed("record.before_end")
-        record.end(error)
+def _ended(
+    record: ResponseRecord,
+    before_end: Callable[[ResponseRecord, BaseException | None], None] | None,
+    error: BaseException | None,
+) -> None:
+    if before_end is not None:
+        try:
+            before_end(record, error)
+        except Exception:
+            failed("record.before_end")
+    record.end(error)
 
 
 async def serve_as_current(
@@ -1126,8 +1177,19 @@ async def serve_as_current(
     status, say); it runs whether ``call`` returned or raised (then with the
     exception).
     """
-    with _Serving(record, before_end):
-        return await call(*args, **kwargs)
+    token = _CURRENT.set(record._scope)
+    try:
+        result = await call(*args, **kwargs)
+    except BaseException as error:
+        _CURRENT.reset(token)
+        _ended(record, before_end, error)
+        raise
+    _CURRENT.reset(token)
+    if before_end is None:
+        record.end(None)
+    else:
+        _ended(record, before_end, None)
+    return result
 
 
 def serve_as_current_sync(
@@ -1139,5 +1201,13 @@ def serve_as_current_sync(
 ) -> T:
     """:func:`serve_as_current` for a framework that serves a file response
     synchronously (a WSGI framework's file response, say)."""
-    with _Serving(record, before_end):
-        return call(*args, **kwargs)
+    token = _CURRENT.set(record._scope)
+    try:
+        result = call(*args, **kwargs)
+    except BaseException as error:
+        _CURRENT.reset(token)
+        _ended(record, before_end, error)
+        raise
+    _CURRENT.reset(token)
+    _ended(record, before_end, None)
+    return result

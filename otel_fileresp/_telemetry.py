@@ -34,7 +34,13 @@ nothing (a gunicorn master) reports no such series.
 
 from __future__ import annotations
 
+import os
+import weakref
+from asyncio import _get_running_loop as _running_loop
 from collections.abc import Callable
+from contextvars import ContextVar
+from threading import get_ident
+from typing import Any, Final
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -54,6 +60,15 @@ from otel_fileresp._record import ResponseRecord
 from otel_fileresp.settings import Settings
 from otel_fileresp.version import __version__
 
+try:  # the keys is_instrumentation_enabled() reads, read here from one context
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
+    from opentelemetry.instrumentation.utils import (
+        _SUPPRESS_INSTRUMENTATION_KEY_PLAIN as _SUPPRESS_KEY_PLAIN,
+    )
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - an API without them: asked as usual
+    _SUPPRESS_KEY = _SUPPRESS_KEY_PLAIN = _SPAN_KEY = None  # type: ignore[assignment]
+
 try:  # the API's proxy meter, live once a provider is set (private in the API)
     from opentelemetry.metrics._internal import _ProxyMeter
 except ImportError:  # pragma: no cover - a future API without it
@@ -62,7 +77,31 @@ except ImportError:  # pragma: no cover - a future API without it
         """Stands in for the API's proxy meter: no meter is one."""
 
 
+def _context_getter() -> Callable[[], context_api.Context]:
+    """``context_api.get_current``, or, with the API's default runtime context,
+    its context variable's own getter (the same value, two Python calls less)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if isinstance(variable, ContextVar):
+        return variable.get
+    return context_api.get_current  # pragma: no cover - another runtime context
+
+
+_current_context: Final = _context_getter()
+
 _CONSUMERS: list[ResponseConsumer] = []
+
+# The telemetries that noted a loop's pool: a forked child's registry of
+# pools starts empty (see _pools), so each notes its loop again there.
+_NOTED: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for telemetry in list(_NOTED):
+        telemetry._noted = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def add_consumer(consumer: ResponseConsumer) -> Callable[[], None]:
@@ -115,9 +154,12 @@ class Telemetry:
     """Tracer, instruments and settings of one instrumentor."""
 
     __slots__ = (
+        "__weakref__",
         "_decided_for",
         "_drops_unsampled",
         "_live",
+        "_no_spans",
+        "_noted",
         "_phase_detail",
         "_serving",
         "framework",
@@ -148,7 +190,9 @@ class Telemetry:
         )
         self._live = False
         self._decided_for: object = None
+        self._no_spans = False
         self._drops_unsampled = False
+        self._noted: tuple[int, weakref.ref[Any]] | None = None
 
     def serving(self) -> None:
         """This process's app serves from now on: report the 304 zero series."""
@@ -189,31 +233,45 @@ class Telemetry:
 
     def may_record_spans(self, parent: context_api.Context) -> bool:
         """False when no span of a response under ``parent`` can be recorded."""
-        tracer = self._real_tracer()
-        if isinstance(tracer, NoOpTracer):
-            return False
-        parent_span = trace.get_current_span(parent).get_span_context()
-        if not parent_span.is_valid or parent_span.trace_flags.sampled:
-            return True
+        tracer = self.tracer
+        if isinstance(tracer, ProxyTracer):
+            tracer = getattr(tracer, "_tracer", tracer)
         if tracer is not self._decided_for:
-            self._drops_unsampled = drops_children_of_unsampled(tracer)
+            # Once per tracer: a no-op tracer records nothing; a sampler known
+            # to drop children of unsampled parents is not asked.
+            self._no_spans = isinstance(tracer, NoOpTracer)
+            self._drops_unsampled = not self._no_spans and drops_children_of_unsampled(tracer)
             self._decided_for = tracer
+        if self._no_spans:
+            return False
+        span = parent.get(_SPAN_KEY) if _SPAN_KEY is not None else None
+        if span is None or not isinstance(span, trace.Span):
+            if _SPAN_KEY is not None:
+                return True  # no parent span: a root, the sampler is asked
+            span = trace.get_current_span(parent)
+        parent_span = span.get_span_context()
+        if parent_span.trace_flags & 1 or not parent_span.is_valid:  # sampled, or a root
+            return True
         return not self._drops_unsampled
 
     def new_record(self, parent: context_api.Context | None = None) -> ResponseRecord | None:
         """A record (not begun) for a response under ``parent`` (default: the
         current context), or None when instrumentation is suppressed here or
         nothing could record it."""
-        if (not self._live and self.inert()) or not is_instrumentation_enabled():
+        if not self._live and self.inert():
+            return None
+        current = _current_context()
+        if _SUPPRESS_KEY is not None:
+            if current.get(_SUPPRESS_KEY) or current.get(_SUPPRESS_KEY_PLAIN):
+                return None
+        elif not is_instrumentation_enabled():  # pragma: no cover - see the imports
             return None
         if not self._serving:
             self.serving()
         if parent is None:
-            parent = context_api.get_current()
+            parent = current
         spans = self.may_record_spans(parent)
-        return ResponseRecord(
-            self, self.framework, parent, detailed=spans or self._phase_detail, spans=spans
-        )
+        return ResponseRecord(self, self.framework, parent, spans or self._phase_detail, spans)
 
     def start_record(
         self, parent: context_api.Context | None = None, *, head: bool = False
@@ -256,5 +314,22 @@ class Telemetry:
     def note_pool(self, kind: str) -> None:
         """The response being started runs its jobs in the running loop's pool
         of ``kind`` (see :mod:`otel_fileresp._pools`): its gauges report it."""
-        if self.instruments is not None:
-            self.instruments.pools.note(kind, self.framework)
+        instruments = self.instruments
+        if instruments is not None:
+            # The loop this thread noted last, while it runs, is noted already
+            # (asyncio.get_running_loop() would call getpid() on Python 3.11).
+            noted = self._noted
+            thread = get_ident()
+            if noted is not None and noted[0] == thread:
+                loop = noted[1]()
+                if loop is not None and loop.is_running():
+                    return
+            instruments.pools.note(kind, self.framework)
+            try:
+                loop = _running_loop()
+            except Exception:
+                failed("telemetry.note_pool")
+                return
+            if loop is not None:
+                self._noted = (thread, weakref.ref(loop))
+                _NOTED.add(self)

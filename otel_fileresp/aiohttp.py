@@ -118,7 +118,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter_ns
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from opentelemetry import context as context_api
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -163,8 +163,48 @@ def _header_that_decided(headers: Any, result: str | None) -> str | None:
 def _decide_on_loop(record: ResponseRecord, result: str | None) -> None:
     """The on-loop checks (aiohttp up to 3.11.9) decided ``result`` (None: passed)."""
     if record.detailed:
-        header = _header_that_decided(record.adapter, result)
+        header = _header_that_decided(_request_headers(record), result)
         record.precondition(result, header, perf_counter_ns())
+
+
+class _Prepared(NamedTuple):
+    """A prepared response's own values (the record's ``adapter`` slot)."""
+
+    response: Any
+    head_observer: object
+    #: The request's headers (detailed records only; None for a lean one).
+    headers: Any
+    checks_on_loop: bool
+
+
+def _request_headers(record: ResponseRecord) -> Any:
+    adapter = record.adapter
+    return adapter.headers if isinstance(adapter, _Prepared) else adapter
+
+
+def _read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
+    """At the end of ``prepare``: what aiohttp sent (``serve_as_current``'s
+    ``before_end``)."""
+    instance, head_observer, headers, checks_on_loop = record.adapter
+    _unobserve(instance, "_write_headers", head_observer)
+    # The status aiohttp sent, if it sent one: when prepare raises
+    # before the headers are written (aiohttp 3.9 on a missing file or
+    # a directory), no status was sent and the outcome is ``error``.
+    if _headers_sent(instance):
+        if record.status is None:
+            # Prepared without the observer seeing it return (it
+            # could not be put, or the write raised): the time is now.
+            record.head_sent(instance.status, perf_counter_ns())
+        if error is None:
+            # What is left is aiohttp's own EOF: complete, at its last byte.
+            record.body_sent(0, perf_counter_ns(), True)
+    status = record.status
+    if record.detailed and status not in (None, 403, 404):
+        if checks_on_loop:
+            _decide_on_loop(record, None)
+        if status == 200 and "Range" in headers and "If-Range" in headers:
+            # aiohttp ignored the If-Range (the whole file was sent).
+            record.precondition(n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE)
 
 
 def _headers_sent(response: Any) -> bool:
@@ -257,7 +297,7 @@ class _AiohttpHooks(Hooks):
         record = scope.record
         if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
             try:
-                if self.checks_on_loop and record.state is State.SERVING:
+                if self.checks_on_loop and record.detailed and record.state is State.SERVING:
                     _decide_on_loop(record, None)  # the open job follows the checks
                 job = record.wrap_job(args[0])
             except Exception:
@@ -341,32 +381,11 @@ class _AiohttpHooks(Hooks):
         record = self._start(instance, args, kwargs)
         if record is None:
             return wrapped(*args, **kwargs)
-        checks_on_loop = self.checks_on_loop
-        head_observer = _observe_head(record, instance)
-
-        def read_final_state(record: ResponseRecord, error: BaseException | None) -> None:
-            _unobserve(instance, "_write_headers", head_observer)
-            # The status aiohttp sent, if it sent one: when prepare raises
-            # before the headers are written (aiohttp 3.9 on a missing file or
-            # a directory), no status was sent and the outcome is ``error``.
-            if _headers_sent(instance):
-                if record.status is None:
-                    # Prepared without the observer seeing it return (it
-                    # could not be put, or the write raised): the time is now.
-                    record.head_sent(instance.status, perf_counter_ns())
-                if error is None:
-                    # What is left is aiohttp's own EOF: complete, at its last byte.
-                    record.body_sent(0, perf_counter_ns(), final=True)
-            status = record.status
-            if record.detailed and status not in (None, 403, 404):
-                if checks_on_loop:
-                    _decide_on_loop(record, None)
-                headers = record.adapter
-                if status == 200 and "Range" in headers and "If-Range" in headers:
-                    # aiohttp ignored the If-Range (the whole file was sent).
-                    record.precondition(n.PRECONDITION_RANGE_IGNORED, n.HEADER_IF_RANGE)
-
-        return serve_as_current(record, wrapped, *args, before_end=read_final_state, **kwargs)
+        head_observer = _observe(instance, "_write_headers", _head_written, record, "aiohttp.head")
+        # What the end reads (no closure per response): the response, its
+        # head's observer, and for a detailed record the request's headers.
+        record.adapter = _Prepared(instance, head_observer, record.adapter, self.checks_on_loop)
+        return serve_as_current(record, wrapped, *args, before_end=_read_final_state, **kwargs)
 
     def _start(self, response: Any, args: Any, kwargs: Any) -> ResponseRecord | None:
         telemetry = self.telemetry
@@ -384,9 +403,10 @@ class _AiohttpHooks(Hooks):
                 return None
             request = args[0] if args else kwargs["request"]
             record.begin(head=request.method == "HEAD")
-            record.adapter = request.headers
             record.serves(getattr(response, "_path", None))
-            record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
+            if record.detailed:
+                record.adapter = request.headers
+                record.expect(n.PHASE_STAT, f"FileResponse.{self.stat_method}")
             telemetry.note_pool(POOL_ASYNCIO_EXECUTOR)
             return record
         except Exception:
@@ -398,6 +418,16 @@ class _AiohttpHooks(Hooks):
         if scope is None:
             return wrapped(*args, **kwargs)
         record = scope.record
+        if not record.detailed:
+            # Lean: only which file was chosen (the served file's identity).
+            result = wrapped(*args, **kwargs)
+            try:
+                path = result[0]
+                if path:
+                    record.serves(path, names_file=False)
+            except Exception:
+                failed("aiohttp.stat")
+            return result
         record.job_is(scope.job, n.JOB_STAT)
         started = perf_counter_ns()
         try:
@@ -448,6 +478,13 @@ class _AiohttpHooks(Hooks):
         if scope is None or scope.record.framework != n.FRAMEWORK_AIOHTTP:
             return wrapped(*args, **kwargs)
         record = scope.record
+        if not record.detailed:
+            # Lean: the audit hook saw the open; one that fails is taken back.
+            try:
+                return wrapped(*args, **kwargs)
+            except BaseException:
+                record.open_failed(instance, perf_counter_ns())
+                raise
         started = perf_counter_ns()
         try:
             file_object = wrapped(*args, **kwargs)
@@ -550,36 +587,58 @@ async def _sent(record: ResponseRecord, response: Any, sending: Awaitable[T]) ->
     return writer
 
 
-Told = Callable[[int, tuple[Any, ...]], None]
+#: What an observer tells of each call: ``told(observer, started_ns, args)``.
+Told = Callable[["_Observer", int, tuple[Any, ...]], None]
 
 
-def _observe(owner: Any, name: str, told: Told, where: str) -> Callable[..., Awaitable[Any]] | None:
-    """Put, on ``owner`` only (an instance attribute, not its class), an
-    observer of its coroutine method ``name``: each call is awaited as it is,
-    then ``told(started_ns, args)`` with the time the call began (the bytes
-    it hands over may leave during it). The observer itself, to take off with
-    :func:`_unobserve`; None if it could not be put (``where`` logs why)."""
-    try:
-        method = getattr(owner, name)
-    except Exception:
-        failed(where)
-        return None
+class _Observer:
+    """An observer of one object's coroutine method, put on that object only
+    (an instance attribute, not its class; see :func:`_observe`): each call
+    is awaited as it is, then told with the time the call began (the bytes
+    it hands over may leave during it). One object per observed method, no
+    function made."""
 
-    async def observed(*args: Any, **kwargs: Any) -> Any:
+    __slots__ = ("left", "method", "owner", "record", "told", "where")
+
+    def __init__(
+        self,
+        owner: Any,
+        method: Callable[..., Awaitable[Any]],
+        told: Told,
+        record: ResponseRecord,
+        where: str,
+    ) -> None:
+        self.owner = owner
+        self.method = method
+        self.told = told
+        self.record = record
+        self.where = where
+        #: The writes' bytes still to count (-1: no limit).
+        self.left = -1
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = perf_counter_ns()
-        result = await method(*args, **kwargs)
+        result = await self.method(*args, **kwargs)
         try:
-            told(started, args)
+            self.told(self, started, args)
         except Exception:
-            failed(where)
+            failed(self.where)
         return result
 
+
+def _observe(
+    owner: Any, name: str, told: Told, record: ResponseRecord, where: str
+) -> _Observer | None:
+    """Put, on ``owner`` only, an observer of its coroutine method ``name``
+    that tells ``told`` of each call. The observer itself, to take off with
+    :func:`_unobserve`; None if it could not be put (``where`` logs why)."""
     try:
-        setattr(owner, name, observed)
+        observer = _Observer(owner, getattr(owner, name), told, record, where)
+        setattr(owner, name, observer)
     except Exception:
         failed(where)
         return None
-    return observed
+    return observer
 
 
 def _unobserve(owner: Any, name: str, observer: object) -> None:
@@ -588,16 +647,24 @@ def _unobserve(owner: Any, name: str, observer: object) -> None:
         delattr(owner, name)
 
 
-def _observe_head(record: ResponseRecord, response: Any) -> Callable[..., Awaitable[Any]] | None:
-    """Observe, on this ``response`` only, its ``_write_headers`` (aiohttp
-    hands the status line and headers to its writer there, in every
-    release): the head's time is the start of that call; the status and
-    Content-Length are read once it returned (compression drops the length)."""
+def _head_written(observer: _Observer, started: int, args: tuple[Any, ...]) -> None:
+    """The response's ``_write_headers`` (aiohttp hands the status line and
+    headers to its writer there, in every release) began at ``started``: the
+    head's time; the status and Content-Length are read once it returned
+    (compression drops the length)."""
+    response = observer.owner
+    observer.record.head_sent(response.status, started, response.content_length)
 
-    def head_written(started: int, args: tuple[Any, ...]) -> None:
-        record.head_sent(response.status, started, response.content_length)
 
-    return _observe(response, "_write_headers", head_written, "aiohttp.head")
+def _chunk_written(observer: _Observer, started: int, args: tuple[Any, ...]) -> None:
+    """A write of the read fallback began at ``started``: its chunk, up to the
+    count aiohttp was asked to send."""
+    size = len(args[0])
+    left = observer.left
+    if left >= 0:
+        size = min(size, left)
+        observer.left = left - size
+    observer.record.body_sent(size, started)
 
 
 async def _written_through(
@@ -612,16 +679,9 @@ async def _written_through(
     observer = writer = None
     try:
         writer, count = _fallback_arguments(*args, **kwargs)
-        left = [count if isinstance(count, int) else -1]
-
-        def chunk_written(started: int, args: tuple[Any, ...]) -> None:
-            size = len(args[0])
-            if left[0] >= 0:
-                size = min(size, left[0])
-                left[0] -= size
-            record.body_sent(size, started)
-
-        observer = _observe(writer, "write", chunk_written, "aiohttp.write")
+        observer = _observe(writer, "write", _chunk_written, record, "aiohttp.write")
+        if observer is not None and isinstance(count, int):
+            observer.left = count
     except Exception:
         failed("aiohttp.write")
     try:

@@ -89,7 +89,7 @@ from typing import Any, Final
 
 from otel_fileresp import _lifecycle
 from otel_fileresp import _names as n
-from otel_fileresp._asgi_servers import client_gone_check
+from otel_fileresp._asgi_servers import Flag, client_gone_flag
 from otel_fileresp._instrumentor import FileResponseInstrumentor, Hooks
 from otel_fileresp._log import failed
 from otel_fileresp._patching import Patch
@@ -129,7 +129,11 @@ def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> N
     during the call; see the record's rules)."""
     try:
         kind = message.get("type")
-        if isinstance(kind, str) and kind.startswith(_WEBSOCKET_DENIAL):
+        if (
+            kind != "http.response.body"
+            and isinstance(kind, str)
+            and kind.startswith(_WEBSOCKET_DENIAL)
+        ):
             # A FileResponse refusing a websocket (``websocket.http.response.*``).
             kind = kind[len(_WEBSOCKET_DENIAL) :]
         if kind == "http.response.body":
@@ -163,15 +167,15 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
     not delivered, and so does a message the server drops because the client
     left (see :mod:`otel_fileresp._asgi_servers`)."""
 
-    client_gone = None
+    gone: Flag | None = None
     try:
-        client_gone = client_gone_check(send)
+        gone = client_gone_flag(send)
     except Exception:
         failed("starlette.send")
 
     async def send_observed(message: Message) -> None:
         started = perf_counter_ns()
-        if client_gone is not None and client_gone():
+        if gone is not None and getattr(*gone):
             # The client left: the server drops what it is sent now, so it is
             # not handed over (the response ends incomplete unless every
             # byte owed went before).
@@ -185,6 +189,14 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 _handed_over(record, message, started)
             raise
+        try:
+            if message["type"] == "http.response.body":  # the common message, inline
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+                record.body_sent(len(body), started, not more)
+                return
+        except Exception:
+            pass  # not a body message that can be read so: told as any other
         _handed_over(record, message, started)
 
     return send_observed
@@ -223,6 +235,12 @@ def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] |
             return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
         return record.wrap_job(fn, n.JOB_OTHER)
     name = getattr(fn, "__name__", None)
+    if not record.detailed:
+        # Lean: only the lookup's result matters (the served file); what
+        # any other job is, nothing reads.
+        if name == "lookup_path":
+            return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
+        return record.wrap_job(fn)
     if name in _READ_METHODS or name == "close":
         owner = getattr(fn, "__self__", None)
         if isinstance(owner, io.IOBase):
@@ -280,7 +298,7 @@ class _StarletteHooks(Hooks):
         record = self._start(args, kwargs, None)
         if record is None:
             return wrapped(*args, **kwargs)
-        scope, receive, send = _asgi_arguments(*args, **kwargs)
+        scope, receive, send = args if len(args) == 3 else _asgi_arguments(*args, **kwargs)
         return serve_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
     def file_response_call(
@@ -297,7 +315,7 @@ class _StarletteHooks(Hooks):
         record = self._start(args, kwargs, instance)
         if record is None:
             return wrapped(*args, **kwargs)
-        scope, receive, send = _asgi_arguments(*args, **kwargs)
+        scope, receive, send = args if len(args) == 3 else _asgi_arguments(*args, **kwargs)
         return serve_as_current(record, wrapped, scope, receive, _observed_send(record, send))
 
     def _start(self, args: Any, kwargs: Any, response: Any) -> ResponseRecord | None:
@@ -306,7 +324,7 @@ class _StarletteHooks(Hooks):
             return None
         self.verify_patches()
         try:
-            scope = _asgi_arguments(*args, **kwargs)[0]
+            scope = args[0] if len(args) == 3 else _asgi_arguments(*args, **kwargs)[0]
             kind = scope.get("type")
             # A FileResponse may also refuse a websocket with a file (the ASGI
             # websocket denial response); StaticFiles serves HTTP only.
@@ -318,9 +336,9 @@ class _StarletteHooks(Hooks):
             telemetry.note_pool(POOL_ANYIO_THREADS)
             if response is not None:
                 record.serves(response.path, _size_of(response))
-                if response.stat_result is None:  # Starlette stats it in a job
+                if response.stat_result is None and record.detailed:  # stat in a job
                     record.expect(n.PHASE_STAT, "the FileResponse's os.stat job")
-            else:
+            elif record.detailed:
                 record.expect(n.PHASE_STAT, "the StaticFiles.lookup_path job")
             return record
         except Exception:
