@@ -25,6 +25,7 @@ read: then only an exception from ``send`` or ``http.disconnect`` (Starlette
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import Any, Final
 
 _MAX_STEPS: Final = 32
@@ -56,38 +57,58 @@ def client_gone_flag(send: Any) -> Flag | None:
     free variable whose name ends in ``send`` (``send``, ``_send``,
     ``original_send``): only those are followed, a chain, not a tree.
 
-    A chain of closures ending at a server's bound method is remembered by
-    the code of its first closure (a route: each closure's code and cell,
-    the server's class and flag), and followed again by that route, checked
-    at every step, for the next response; any other chain is walked."""
+    A chain of closures (ending at a server's bound method, or at a closure
+    with no ``send`` of its own) is remembered by the code of its first
+    closure (a route: each closure's code and cell, then the server's class
+    and flag, or none) and followed again by that route, checked at every
+    step, for the next response; any other chain is walked."""
     route = _ROUTES.get(getattr(send, "__code__", None))
     if route is not None:
         found = _follow(send, route)
-        if found is not None:
-            return found
+        if found is not _MISSED:
+            return found  # type: ignore[return-value]
     return _walk(send)
 
 
-#: A chain of closures to a server's send: ((code, cell index), ...), the
-#: server's per-request class, and its flag.
-Route = tuple[tuple[tuple[Any, int], ...], type, str]
+#: A chain of plain closures to a server's send: ((code, cell index), ...)
+#: (the last index -1 when the chain ends at a closure with no ``send``),
+#: then the server's per-request class and its flag (None, None: no server).
+Route = tuple[tuple[tuple[Any, int], ...], "type | None", "str | None"]
 _ROUTES: dict[Any, Route] = {}
+_MISSED: Final = object()
 
 
-def _follow(send: Any, route: Route) -> Flag | None:
-    """``send``'s flag by ``route``, if ``send`` still follows it."""
+def _follow(send: Any, route: Route) -> object:
+    """``send``'s flag (or None) by ``route``; ``_MISSED`` if ``send`` does
+    not follow it."""
     fn = send
     for code, index in route[0]:
-        if getattr(fn, "__code__", None) is not code or getattr(fn, "__wrapped__", None):
-            return None
+        if (
+            type(fn) is not FunctionType
+            or fn.__code__ is not code
+            or getattr(fn, "__wrapped__", None) is not None
+        ):
+            return _MISSED
+        if index < 0:
+            return None  # a closure with no send: nothing to read
         try:
-            fn = fn.__closure__[index].cell_contents
+            fn = fn.__closure__[index].cell_contents  # type: ignore[index]
         except (ValueError, IndexError, TypeError):  # an empty cell
-            return None
+            return _MISSED
     owner = getattr(fn, "__self__", None)
-    if type(owner) is not route[1] or not isinstance(getattr(owner, route[2], None), bool):
-        return None
-    return owner, route[2]
+    flag = route[2]
+    if (
+        flag is None
+        or type(owner) is not route[1]
+        or not isinstance(getattr(owner, flag, None), bool)
+    ):
+        return _MISSED
+    return owner, flag
+
+
+def _remember(steps: list[tuple[Any, int]], owner: object, flag: str | None) -> None:
+    if steps and len(_ROUTES) < 256:
+        _ROUTES[steps[0][0]] = (tuple(steps), None if flag is None else type(owner), flag)
 
 
 def _walk(send: Any) -> Flag | None:
@@ -97,11 +118,11 @@ def _walk(send: Any) -> Flag | None:
     for _ in range(_MAX_STEPS):
         owner = getattr(fn, "__self__", None)
         if owner is not None:
-            flag = _client_gone_flag(owner)
-            if flag is not None:
-                if closures_only and steps and len(_ROUTES) < 256:
-                    _ROUTES[steps[0][0]] = (tuple(steps), type(owner), flag[1])
-                return flag
+            found = _client_gone_flag(owner)
+            if found is not None:
+                if closures_only:
+                    _remember(steps, owner, found[1])
+                return found
             closures_only = False
             inner = getattr(owner, "send", None)  # a responder (GZip's, say)
             if callable(inner) and inner is not fn:
@@ -117,12 +138,15 @@ def _walk(send: Any) -> Flag | None:
         code = getattr(fn, "__code__", None)
         if code is None:
             return None
+        closures_only = closures_only and type(fn) is FunctionType
         index = _SEND_CELL.get(code)
         if index is None:
             index = _send_cell(code)
-        if index < 0:
-            return None
         steps.append((code, index))
+        if index < 0:
+            if closures_only:
+                _remember(steps, None, None)
+            return None
         try:
             fn = fn.__closure__[index].cell_contents
         except (ValueError, IndexError, TypeError):  # an empty cell

@@ -170,6 +170,16 @@ class State(IntEnum):
     DISCARDED = 5  # not a file response after all: nothing is emitted
 
 
+# The states as module constants: an enum member read from its class costs
+# several times a global's read (Python 3.11), on every verb.
+_PENDING: Final = State.PENDING
+_SERVING: Final = State.SERVING
+_HEAD_SENT: Final = State.HEAD_SENT
+_COMPLETE: Final = State.COMPLETE
+_ENDED: Final = State.ENDED
+_DISCARDED: Final = State.DISCARDED
+
+
 class Scope:
     """The value of the context variable: the record, and the pool job running
     it in this worker thread (None on the event loop)."""
@@ -180,6 +190,8 @@ class Scope:
         self.record = record
         self.job = job
 
+
+_new_scope: Final[Callable[[type[Scope]], Scope]] = object.__new__
 
 _CURRENT: ContextVar[Scope | None] = ContextVar("otel_fileresp_scope", default=None)
 
@@ -315,11 +327,8 @@ class _LeanJob(PoolJob):
 
     __slots__ = ()
 
-    def __init__(self, record: ResponseRecord, fn: Callable[..., Any], submitted: int) -> None:
-        self.record = record
-        self._fn = fn
-        self.kind = n.JOB_OTHER
-        self.submitted = submitted
+    # Made by ResponseRecord.wrap_job with ``_new_job`` and its slots set
+    # there: no __init__ frame per job.
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """(Worker side) run the framework's callable, then count its wait up
@@ -332,11 +341,11 @@ class _LeanJob(PoolJob):
             _CURRENT.reset(token)
             record = self.record
             try:
-                state = record._state
-                if state < State.ENDED:
+                state = record.state
+                if state < _ENDED:
                     submitted = self.submitted
                     end = record._end_ns
-                    if end is None and state is State.HEAD_SENT and record._all_sent():
+                    if end is None and state is _HEAD_SENT and record._all_sent():
                         end = record._last_byte_ns
                     if end is None or submitted < end:
                         if end is not None and started > end:
@@ -345,6 +354,9 @@ class _LeanJob(PoolJob):
                         record._wait_ns += started - submitted
             except Exception:
                 failed("record.job")
+
+
+_new_job: Final[Callable[[type[_LeanJob]], _LeanJob]] = object.__new__
 
 
 class ResponseRecord:
@@ -375,13 +387,10 @@ class ResponseRecord:
         "_read_wait_ns",
         "_scope",
         "_send_start_ns",
-        "_sending",
         "_served",
         "_sink",
         "_started_ns",
         "_stat_by_lookup",
-        "_state",
-        "_status",
         "_transfer",
         "_unmatched_opens",
         "_wait_ns",
@@ -390,7 +399,10 @@ class ResponseRecord:
         "detailed",
         "framework",
         "parent",
+        "sending",
         "spans",
+        "state",
+        "status",
     )
 
     def __init__(
@@ -412,19 +424,25 @@ class ResponseRecord:
         #: The adapter's own per-response value (aiohttp's: the request's
         #: headers); the record never reads it.
         self.adapter: Any = None
-        self._scope = Scope(self)
-        self._state = State.PENDING
+        scope = self._scope = _new_scope(Scope)
+        scope.record = self
+        scope.job = None
+        #: Where the response is (read by the adapters; only the verbs move it).
+        self.state: State = _PENDING
         self._started_ns = 0
         self._end_ns: int | None = None
         self._last_byte_ns: int | None = None
-        self._status: int | None = None
+        #: The status handed to the server so far (None: none yet).
+        self.status: int | None = None
         self._outcome: str | None = None  # from an HTTP exception: no status sent
         self._error_type: str | None = None
         self._head = False
         self._expected_bytes: int | None = None
         self._bytes = 0
         self._transfer = n.TRANSFER_NONE
-        self._sending: str | None = None
+        #: The transfer the body is being handed over by (see
+        #: :meth:`body_started`), or None.
+        self.sending: str | None = None
         self._send_start_ns: int | None = None
         self._served: tuple[object, ...] = ()
         # Paths opened (audit events) before the served file was known.
@@ -452,10 +470,6 @@ class ResponseRecord:
 
     # -- life ------------------------------------------------------------------
 
-    @property
-    def state(self) -> State:
-        return self._state
-
     def begin(self, *, head: bool = False, started_ns: int | None = None) -> None:
         """The framework starts to serve the file (a HEAD request if ``head``).
 
@@ -464,9 +478,9 @@ class ResponseRecord:
         try:
             if head:
                 self._head = True
-            if self._state is not State.PENDING:
+            if self.state is not _PENDING:
                 return
-            self._state = State.SERVING
+            self.state = _SERVING
             if started_ns is None:
                 started_ns = self._started_ns or perf_counter_ns()
             self._started_ns = started_ns
@@ -477,10 +491,10 @@ class ResponseRecord:
     def discard(self) -> None:
         """It turned out not to be a file response: no telemetry."""
         try:
-            if self._state is State.PENDING:
-                self._state = State.DISCARDED
-            elif self._state < State.ENDED:
-                self._state = State.DISCARDED
+            if self.state is _PENDING:
+                self.state = _DISCARDED
+            elif self.state < _ENDED:
+                self.state = _DISCARDED
                 self._sink.response_ended(id(self), None)
         except Exception:
             failed("record.discard")
@@ -488,14 +502,14 @@ class ResponseRecord:
     def end(self, exc: BaseException | None = None) -> None:
         """The framework returned (or raised ``exc``): end the response, once."""
         try:
-            state = self._state
-            if state is State.PENDING:
-                self._state = State.DISCARDED  # never started: nothing to tell
+            state = self.state
+            if state is _PENDING:
+                self.state = _DISCARDED  # never started: nothing to tell
                 return
-            if state >= State.ENDED:
+            if state >= _ENDED:
                 return
             now = perf_counter_ns()
-            complete = state is State.COMPLETE or (state is State.HEAD_SENT and self._all_sent())
+            complete = state is _COMPLETE or (state is _HEAD_SENT and self._all_sent())
             if not complete:
                 if exc is not None:
                     status = status_of_exception(exc)
@@ -509,9 +523,9 @@ class ResponseRecord:
             if self._end_ns is None:
                 last = self._last_byte_ns if complete else None
                 self._end_ns = last if last is not None else now
-            if self._expected and self.detailed and self._status in (200, 206, 304):
+            if self._expected and self.detailed and self.status in (200, 206, 304):
                 self._log_missing_phases()
-            self._state = State.ENDED
+            self.state = _ENDED
             self._sink.response_ended(id(self), self.facts())
         except Exception:
             failed("record.end")
@@ -538,7 +552,7 @@ class ResponseRecord:
 
     def _all_sent(self) -> bool:
         """Whether everything the client is owed was handed over (head sent)."""
-        status = self._status
+        status = self.status
         if self._head or (status is not None and _bodiless(status)):
             return True
         expected = self._expected_bytes
@@ -598,7 +612,7 @@ class ResponseRecord:
         worker thread carrying the context), by the framework or by app code:
         the served file's open sets ``opened``, whoever opens it."""
         try:
-            if self._state >= State.COMPLETE or self._opened:
+            if self.state >= _COMPLETE or self._opened:
                 return  # the framework finished the response, or known already
             if self.is_served(path):
                 self._open_attempts += 1
@@ -790,17 +804,22 @@ class ResponseRecord:
         ``on_result``/``on_error`` run in the worker.
         """
         try:
-            state = self._state
-            if state >= State.COMPLETE:
+            state = self.state
+            if state >= _COMPLETE:
                 return None
             submitted = perf_counter_ns()
-            if state is State.PENDING and not self._started_ns:
+            if state is _PENDING and not self._started_ns:
                 self._started_ns = submitted  # where it starts, if it begins
             if not self.detailed:
                 # Lean: the job's wait only, and whether an open job opened
                 # the served file (compared once it ran, see _job_ran).
                 if kind != n.JOB_OPEN and on_result is None and on_error is None:
-                    return _LeanJob(self, fn, submitted)
+                    job = _new_job(_LeanJob)
+                    job.record = self
+                    job._fn = fn
+                    job.kind = n.JOB_OTHER
+                    job.submitted = submitted
+                    return job
                 return PoolJob(
                     self, fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
                 )
@@ -810,7 +829,7 @@ class ResponseRecord:
                 if not self._is_served_file_object(reads):
                     kind = n.JOB_OTHER
             elif kind is None:
-                kind = n.JOB_READ if self._sending else n.JOB_OTHER
+                kind = n.JOB_READ if self.sending else n.JOB_OTHER
             is_stat = times_stat and kind in _STAT_JOBS
             return PoolJob(self, fn, kind, submitted, opens, is_stat, on_result, on_error)
         except Exception:
@@ -846,12 +865,12 @@ class ResponseRecord:
 
     def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
         try:
-            if self._state >= State.ENDED:
+            if self.state >= _ENDED:
                 return  # a job that outlives its response
             submitted = job.submitted
             started = job.started if job.started is not None else ended
             end = self._end_ns
-            if end is None and self._state is State.HEAD_SENT and self._all_sent():
+            if end is None and self.state is _HEAD_SENT and self._all_sent():
                 # Everything owed was handed over already (a 0-byte file, a
                 # HEAD, a stat that said less than the file holds): the last
                 # byte is the response's end, whatever runs after it.
@@ -902,19 +921,13 @@ class ResponseRecord:
     # late by the wait for the GIL (under contention, one switch interval or
     # more) while the client has them already.
 
-    @property
-    def sending(self) -> str | None:
-        """The transfer the body is being handed over by (see
-        :meth:`body_started`), or None."""
-        return self._sending
-
     def head_sent(self, status: int, at_ns: int, content_length: int | None = None) -> None:
         """A call that began at ``at_ns`` handed the status and headers to the
         server, announcing ``content_length`` body bytes (None: unknown)."""
         try:
-            self._status = status
-            if self._state < State.HEAD_SENT:
-                self._state = State.HEAD_SENT
+            self.status = status
+            if self.state < _HEAD_SENT:
+                self.state = _HEAD_SENT
                 self._expected_bytes = content_length
                 self._last_byte_ns = at_ns
         except Exception:
@@ -927,7 +940,7 @@ class ResponseRecord:
         ``pathsend`` (the server is handed the path, and sends the file). From
         now on a job of unknown kind is a body read."""
         try:
-            self._sending = transfer
+            self.sending = transfer
             self._send_start_ns = at_ns
             if transfer == n.TRANSFER_PATHSEND and self.detailed:
                 self._transfer = transfer
@@ -943,7 +956,7 @@ class ResponseRecord:
         the announced length are not counted (the server drops them), so the
         call that handed over the last byte owed stays the last one."""
         try:
-            if nbytes > 0 and not self._head and self._state < State.COMPLETE:
+            if nbytes > 0 and not self._head and self.state < _COMPLETE:
                 expected = self._expected_bytes
                 if expected is not None:
                     nbytes = min(nbytes, expected - self._bytes)
@@ -951,8 +964,8 @@ class ResponseRecord:
                     self._bytes += nbytes
                     self._last_byte_ns = at_ns
                     if self.detailed:
-                        if self._transfer == n.TRANSFER_NONE and self._sending is not None:
-                            self._transfer = self._sending
+                        if self._transfer == n.TRANSFER_NONE and self.sending is not None:
+                            self._transfer = self.sending
                         start = self._send_start_ns
                         self._mark(n.PHASE_SEND, at_ns if start is None else start, at_ns)
             if final:
@@ -966,12 +979,12 @@ class ResponseRecord:
         own; unless everything owed was handed over already: then it is
         complete, and ends at its last byte."""
         try:
-            if self._state >= State.COMPLETE:
+            if self.state >= _COMPLETE:
                 return
-            if self._state is State.HEAD_SENT and self._all_sent():
+            if self.state is _HEAD_SENT and self._all_sent():
                 self._body_complete(at_ns)
                 return
-            self._sending = None
+            self.sending = None
             self._end_ns = at_ns
             start = self._send_start_ns
             if self.detailed and start is not None:
@@ -986,28 +999,23 @@ class ResponseRecord:
         A final call with no byte of its own (an empty final message, aiohttp's
         send returning) ends it at the last byte before it, when every byte
         owed went, or some did and their number was never announced."""
-        if self._state >= State.COMPLETE:
+        if self.state >= _COMPLETE:
             return
         end = at_ns
         last = self._last_byte_ns
         if (
-            self._state is State.HEAD_SENT
+            self.state is _HEAD_SENT
             and last is not None
             and (self._all_sent() or (self._expected_bytes is None and self._bytes > 0))
         ):
             end = last
-        self._sending = None
-        self._state = State.COMPLETE
+        self.sending = None
+        self.state = _COMPLETE
         self._end_ns = end
         if self.detailed and n.PHASE_SEND in self._phases:
             self._mark(n.PHASE_SEND, end, end)
 
     # -- the facts ------------------------------------------------------------------
-
-    @property
-    def status(self) -> int | None:
-        """The status handed to the server so far (None: none yet)."""
-        return self._status
 
     @property
     def file_size(self) -> int | None:
@@ -1024,7 +1032,7 @@ class ResponseRecord:
         :meth:`end` freezes and hands to the consumer."""
         started = self._started_ns
         end = started if self._end_ns is None else self._end_ns
-        status = self._status
+        status = self.status
         error_type = self._error_type
         if status == 200 and error_type is None and not self._head:
             outcome: str = n.OUTCOME_SENT  # the common cases, without two calls
@@ -1094,7 +1102,7 @@ class ResponseRecord:
         ``error.type`` convention says. None when it did not fail."""
         if self._error_type is not None:
             return self._error_type
-        status = self._status
+        status = self.status
         if status is not None and status >= 400 and status not in _STATUS_OUTCOMES:
             return str(status)
         return None
@@ -1102,7 +1110,7 @@ class ResponseRecord:
     def _final_outcome(self) -> str:
         if self._error_type is not None:
             return n.OUTCOME_ERROR
-        status = self._status
+        status = self.status
         if status is None:
             return self._outcome or n.OUTCOME_ERROR
         outcome = _STATUS_OUTCOMES.get(status)

@@ -135,6 +135,7 @@ from otel_fileresp._telemetry import Telemetry
 T = TypeVar("T")
 
 _FILE_RESPONSE: Final = "aiohttp.web_fileresponse:FileResponse"
+_SERVING: Final = State.SERVING  # a global: an enum member read from its class is slow
 _STAT_METHODS: Final = ("_get_file_path_stat_encoding", "_get_file_path_stat_and_gzip")
 # The one attribute a FileResponse carries: its record, or _SUPPRESSED.
 _HOLDER: Final = "_otel_fileresp"
@@ -297,7 +298,7 @@ class _AiohttpHooks(Hooks):
         record = scope.record
         if record.framework == n.FRAMEWORK_AIOHTTP and scope.job is None:
             try:
-                if self.checks_on_loop and record.detailed and record.state is State.SERVING:
+                if self.checks_on_loop and record.detailed and record.state is _SERVING:
                     _decide_on_loop(record, None)  # the open job follows the checks
                 job = record.wrap_job(args[0])
             except Exception:
@@ -397,7 +398,7 @@ class _AiohttpHooks(Hooks):
             if holder is _SUPPRESSED:
                 return None
             record = holder if isinstance(holder, ResponseRecord) else None
-            if record is None or record.state > State.SERVING:
+            if record is None or record.state > _SERVING:
                 record = telemetry.new_record()  # built before instrument()
             if record is None:
                 return None

@@ -121,6 +121,7 @@ def _content_length(headers: Any) -> int | None:
 
 
 _WEBSOCKET_DENIAL: Final = "websocket."
+_COMPLETE: Final = State.COMPLETE  # a global: an enum member read from its class is slow
 
 
 def _handed_over(record: ResponseRecord, message: Message, started_ns: int) -> None:
@@ -305,7 +306,7 @@ class _StarletteHooks(Hooks):
         self, wrapped: Callable[..., Awaitable[None]], instance: Any, args: Any, kwargs: Any
     ) -> Awaitable[None]:
         outer = current_scope()
-        if outer is not None and outer.record.state < State.COMPLETE:
+        if outer is not None and outer.record.state < _COMPLETE:
             # Served by StaticFiles, whose record (and send observer) covers it.
             try:
                 outer.record.serves(instance.path, _size_of(instance))
