@@ -69,10 +69,12 @@ def metrics(
         if not response.phases:
             # No phase happened (a lean record has none): only the wait.
             if response.jobs and n.PHASE_THREADPOOL_WAIT in enabled:
+                wait_key = (KEY_PHASE, framework, n.PHASE_THREADPOOL_WAIT)
+                attributes = instruments.attributes_made.get(wait_key)
+                if attributes is None:
+                    attributes = instruments.attributes(wait_key)
                 instruments.phase_duration.record(
-                    response.wait_ns / 1e9,
-                    instruments.attributes((KEY_PHASE, framework, n.PHASE_THREADPOOL_WAIT)),
-                    context=span_context,
+                    response.wait_ns / 1e9, attributes, context=span_context
                 )
         else:
             durations = response.phase_durations()

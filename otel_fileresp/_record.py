@@ -363,7 +363,6 @@ class ResponseRecord:
     """The phases of one file response, collected while it is served."""
 
     __slots__ = (
-        "_bytes",
         "_content_encoding",
         "_end_ns",
         "_error_type",
@@ -396,6 +395,7 @@ class ResponseRecord:
         "_wait_ns",
         "_wait_spans",
         "adapter",
+        "bytes_sent",
         "detailed",
         "framework",
         "parent",
@@ -438,7 +438,8 @@ class ResponseRecord:
         self._error_type: str | None = None
         self._head = False
         self._expected_bytes: int | None = None
-        self._bytes = 0
+        #: The body bytes handed over so far.
+        self.bytes_sent = 0
         self._transfer = n.TRANSFER_NONE
         #: The transfer the body is being handed over by (see
         #: :meth:`body_started`), or None.
@@ -556,7 +557,7 @@ class ResponseRecord:
         if self._head or (status is not None and _bodiless(status)):
             return True
         expected = self._expected_bytes
-        return expected is not None and self._bytes >= expected
+        return expected is not None and self.bytes_sent >= expected
 
     # -- the file ----------------------------------------------------------------
 
@@ -959,9 +960,9 @@ class ResponseRecord:
             if nbytes > 0 and not self._head and self.state < _COMPLETE:
                 expected = self._expected_bytes
                 if expected is not None:
-                    nbytes = min(nbytes, expected - self._bytes)
+                    nbytes = min(nbytes, expected - self.bytes_sent)
                 if nbytes > 0:
-                    self._bytes += nbytes
+                    self.bytes_sent += nbytes
                     self._last_byte_ns = at_ns
                     if self.detailed:
                         if self._transfer == n.TRANSFER_NONE and self.sending is not None:
@@ -1006,7 +1007,7 @@ class ResponseRecord:
         if (
             self.state is _HEAD_SENT
             and last is not None
-            and (self._all_sent() or (self._expected_bytes is None and self._bytes > 0))
+            and (self._all_sent() or (self._expected_bytes is None and self.bytes_sent > 0))
         ):
             end = last
         self.sending = None
@@ -1021,11 +1022,6 @@ class ResponseRecord:
     def file_size(self) -> int | None:
         """The served file's size, when known (detailed records)."""
         return self._file_size
-
-    @property
-    def bytes_sent(self) -> int:
-        """The body bytes handed over so far."""
-        return self._bytes
 
     def facts(self) -> FinishedResponse:
         """The response's facts as they stand, by the truth rules: the value
@@ -1079,7 +1075,7 @@ class ResponseRecord:
                 error_type,
                 self._opened or self._open_attempts > 0,
                 self._transfer,
-                self._bytes,
+                self.bytes_sent,
                 self._jobs,
                 self._wait_ns,
                 file_path,

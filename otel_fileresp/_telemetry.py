@@ -161,7 +161,9 @@ class Telemetry:
         "_no_spans",
         "_noted",
         "_phase_detail",
+        "_proxied",
         "_serving",
+        "_span_type",
         "framework",
         "instruments",
         "settings",
@@ -191,6 +193,8 @@ class Telemetry:
         self._live = False
         self._decided_for: object = None
         self._no_spans = False
+        self._proxied = isinstance(self.tracer, ProxyTracer)
+        self._span_type: type | None = None
         self._drops_unsampled = False
         self._noted: tuple[int, weakref.ref[Any]] | None = None
 
@@ -234,7 +238,7 @@ class Telemetry:
     def may_record_spans(self, parent: context_api.Context) -> bool:
         """False when no span of a response under ``parent`` can be recorded."""
         tracer = self.tracer
-        if isinstance(tracer, ProxyTracer):
+        if self._proxied:
             tracer = getattr(tracer, "_tracer", tracer)
         if tracer is not self._decided_for:
             # Once per tracer: a no-op tracer records nothing; a sampler known
@@ -244,12 +248,18 @@ class Telemetry:
             self._decided_for = tracer
         if self._no_spans:
             return False
-        span = parent.get(_SPAN_KEY) if _SPAN_KEY is not None else None
-        if span is None or not isinstance(span, trace.Span):
-            if _SPAN_KEY is not None:
+        if _SPAN_KEY is None:  # pragma: no cover - see the imports
+            span: object = trace.get_current_span(parent)
+        else:
+            span = parent.get(_SPAN_KEY)
+            if span is None:
                 return True  # no parent span: a root, the sampler is asked
-            span = trace.get_current_span(parent)
-        parent_span = span.get_span_context()
+        if type(span) is not self._span_type:
+            # A span type met first (the ABC's check is a Python call: once).
+            if not isinstance(span, trace.Span):
+                return True  # not a span: a root
+            self._span_type = type(span)
+        parent_span = span.get_span_context()  # type: ignore[attr-defined]
         if parent_span.trace_flags & 1 or not parent_span.is_valid:  # sampled, or a root
             return True
         return not self._drops_unsampled

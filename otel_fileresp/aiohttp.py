@@ -321,12 +321,12 @@ class _AiohttpHooks(Hooks):
             return None  # the application's own job
         if telemetry.inert():
             return None
-        if not is_instrumentation_enabled():
-            # Suppressed: the FileResponse built in the worker must know.
-            return _in_context(context_api.get_current(), fn), None
         # Made here, in the handler: the request's span is current.
         record = telemetry.new_record()
         if record is None:
+            if not is_instrumentation_enabled():
+                # Suppressed: the FileResponse built in the worker must know.
+                return _in_context(context_api.get_current(), fn), None
             return None
         # The path asked for: named even when the lookup answers 403/404 itself.
         record.looked_up(path, None)

@@ -112,7 +112,7 @@ def _asgi_arguments(scope: AsgiScope, receive: Any, send: Send) -> tuple[AsgiSco
 
 def _content_length(headers: Any) -> int | None:
     for name, value in headers or ():
-        if name.lower() == b"content-length":
+        if len(name) == 14 and name.lower() == b"content-length":  # no lower() for others
             try:
                 return int(value)
             except ValueError:
@@ -190,14 +190,20 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 _handed_over(record, message, started)
             raise
-        try:
-            if message["type"] == "http.response.body":  # the common message, inline
+        try:  # the common messages, inline
+            kind = message["type"]
+            if kind == "http.response.body":
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
                 record.body_sent(len(body), started, not more)
                 return
+            if kind == "http.response.start":
+                status = message.get("status", 200)
+                length = _content_length(message.get("headers"))
+                record.head_sent(status, started, length)
+                return
         except Exception:
-            pass  # not a body message that can be read so: told as any other
+            pass  # not a message that can be read so: told as any other
         _handed_over(record, message, started)
 
     return send_observed
