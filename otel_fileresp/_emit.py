@@ -77,7 +77,12 @@ def metrics(
                     response.wait_ns / 1e9, attributes, context=span_context
                 )
         else:
-            durations = response.phase_durations()
+            # Each phase's duration only when a phase other than the wait is on.
+            durations = (
+                response.phase_durations()
+                if len(enabled) > 1 or n.PHASE_THREADPOOL_WAIT not in enabled
+                else {}
+            )
             for phase in n.PHASES:
                 if phase not in enabled:
                     continue
@@ -139,13 +144,15 @@ def _response_attributes(
         n.ATTR_JOBS: response.jobs,
         n.ATTR_WAIT: response.wait_s,
     }
-    optional = (
-        (n.ATTR_STATUS_CODE, response.status),
-        (n.ATTR_FILE_SIZE, response.file_size),
-        (n.ATTR_CONTENT_ENCODING, response.content_encoding),
-        (n.ATTR_ERROR_TYPE, response.error_type),
-    )
-    attributes.update((name, value) for name, value in optional if value is not None)
+    # The optional ones, in this order, when known (no generator per response).
+    if response.status is not None:
+        attributes[n.ATTR_STATUS_CODE] = response.status
+    if response.file_size is not None:
+        attributes[n.ATTR_FILE_SIZE] = response.file_size
+    if response.content_encoding is not None:
+        attributes[n.ATTR_CONTENT_ENCODING] = response.content_encoding
+    if response.error_type is not None:
+        attributes[n.ATTR_ERROR_TYPE] = response.error_type
     capture = settings.capture_path
     path = response.file_path
     if path and capture != "none":

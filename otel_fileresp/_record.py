@@ -1051,11 +1051,14 @@ class ResponseRecord:
                 else str(path)
             )
             file_size = self._file_size if serves_a_file else None
+            # In start order (ties in the order the phases came: no key function).
+            ordered = [
+                (start, index, phase, stop)
+                for index, (phase, (start, stop)) in enumerate(self._phases.items())
+            ]
+            ordered.sort()
             phases = tuple(
-                (phase, min(start, end), min(stop, end))
-                for phase, (start, stop) in sorted(
-                    self._phases.items(), key=lambda item: item[1][0]
-                )
+                [(phase, min(start, end), min(stop, end)) for start, _, phase, stop in ordered]
             )
             wait_spans = tuple(self._wait_spans)
         else:

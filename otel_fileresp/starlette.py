@@ -250,12 +250,25 @@ def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] |
         return record.wrap_job(fn)
     if name in _READ_METHODS or name == "close":
         owner = getattr(fn, "__self__", None)
-        if isinstance(owner, io.IOBase):
+        if type(owner) in _IO_TYPES or _is_io(owner):
             kind = n.JOB_CLOSE if name == "close" else n.JOB_READ
             return record.wrap_job(fn, kind, reads=owner)
     elif name == "lookup_path":
         return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
     return record.wrap_job(fn, n.JOB_OTHER)
+
+
+# The file object types met so far (io.IOBase is an ABC: its check is a
+# Python call, asked once per type).
+_IO_TYPES: set[type] = set()
+
+
+def _is_io(owner: object) -> bool:
+    if isinstance(owner, io.IOBase):
+        if len(_IO_TYPES) < 64:
+            _IO_TYPES.add(type(owner))
+        return True
+    return False
 
 
 def _header_that_decided(
@@ -315,7 +328,8 @@ class _StarletteHooks(Hooks):
         if outer is not None and outer.record.state < _COMPLETE:
             # Served by StaticFiles, whose record (and send observer) covers it.
             try:
-                outer.record.serves(instance.path, _size_of(instance))
+                served = outer.record
+                served.serves(instance.path, _size_of(instance) if served.detailed else None)
             except Exception:
                 failed("starlette.file_response")
             return wrapped(*args, **kwargs)
