@@ -357,6 +357,7 @@ class _LeanJob(PoolJob):
 
 
 _new_job: Final[Callable[[type[_LeanJob]], _LeanJob]] = object.__new__
+_new_pool_job: Final[Callable[[type[PoolJob]], PoolJob]] = object.__new__
 
 
 class ResponseRecord:
@@ -679,8 +680,11 @@ class ResponseRecord:
         if interval is None:
             self._phases[phase] = [start_ns, end_ns]
         else:
-            interval[0] = min(interval[0], start_ns)
-            interval[1] = max(interval[1], end_ns)
+            # min() and max() without their calls (several per response)
+            if start_ns < interval[0]:  # noqa: PLR1730
+                interval[0] = start_ns
+            if end_ns > interval[1]:  # noqa: PLR1730
+                interval[1] = end_ns
 
     def stat(
         self,
@@ -821,8 +825,8 @@ class ResponseRecord:
                     job.kind = n.JOB_OTHER
                     job.submitted = submitted
                     return job
-                return PoolJob(
-                    self, fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
+                return self._job(
+                    fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
                 )
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
@@ -832,10 +836,34 @@ class ResponseRecord:
             elif kind is None:
                 kind = n.JOB_READ if self.sending else n.JOB_OTHER
             is_stat = times_stat and kind in _STAT_JOBS
-            return PoolJob(self, fn, kind, submitted, opens, is_stat, on_result, on_error)
+            return self._job(fn, kind, submitted, opens, is_stat, on_result, on_error)
         except Exception:
             failed("record.wrap_job")
             return None
+
+    def _job(
+        self,
+        fn: Callable[..., Any],
+        kind: str,
+        submitted: int,
+        opens: object,
+        is_stat: bool,
+        on_result: Callable[[ResponseRecord, Any], None] | None,
+        on_error: Callable[[ResponseRecord, BaseException], None] | None,
+    ) -> PoolJob:
+        """``PoolJob(self, ...)``, its slots set here (no __init__ called
+        through the type: a Python call less per job)."""
+        job = _new_pool_job(PoolJob)
+        job.record = self
+        job._fn = fn
+        job.kind = kind
+        job.submitted = submitted
+        job.started = None
+        job.opens = opens
+        job.is_stat = is_stat
+        job._on_result = on_result
+        job._on_error = on_error
+        return job
 
     def _stat_job_ran(self, lookup: bool, started: int, ended: int) -> None:
         """The stat phase spans the stat or lookup jobs of the file (a plain stat
