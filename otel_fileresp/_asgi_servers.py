@@ -57,12 +57,13 @@ def client_gone_flag(send: Any) -> Flag | None:
     free variable whose name ends in ``send`` (``send``, ``_send``,
     ``original_send``): only those are followed, a chain, not a tree.
 
-    A chain of closures (ending at a server's bound method, or at a closure
-    with no ``send`` of its own) is remembered by the code of its first
-    closure (a route: each closure's code and cell, then the server's class
-    and flag, or none) and followed again by that route, checked at every
-    step, for the next response; any other chain is walked."""
-    route = _ROUTES.get(getattr(send, "__code__", None))
+    A chain of plain functions (closures, and ``functools.wraps``' wrappers
+    followed by their ``__wrapped__``), ending at a server's bound method or
+    at a closure with no ``send`` of its own, is remembered by its first
+    function (a route: each function's name and cell, then the server's
+    class and flag, or none) and followed again by that route, checked at
+    every step, for the next response; any other chain is walked."""
+    route = _ROUTES.get(_name_of(send))
     if route is not None:
         found = _follow(send, route)
         if found is not _MISSED:
@@ -70,29 +71,46 @@ def client_gone_flag(send: Any) -> Flag | None:
     return _walk(send)
 
 
-#: A chain of plain closures to a server's send: ((code, cell index), ...)
-#: (the last index -1 when the chain ends at a closure with no ``send``),
+#: A chain of plain closures to a server's send: ((name, cell index), ...)
+#: (-2: its ``__wrapped__``; the last index -1 when the chain ends at a
+#: closure with no ``send``),
 #: then the server's per-request class and its flag (None, None: no server).
+#: A closure is known by its function's module, qualified name and number of
+#: cells (not its ``__code__``: reading that is an audit event, which every
+#: audit hook of the process is called for).
 Route = tuple[tuple[tuple[Any, int], ...], "type | None", "str | None"]
 _ROUTES: dict[Any, Route] = {}
 _MISSED: Final = object()
+_WRAPPED: Final = -2  # a route's step to the function's __wrapped__
+
+
+def _name_of(fn: Any) -> Any:
+    """A plain function's (module, qualified name, number of cells), or None."""
+    if type(fn) is not FunctionType:
+        return None
+    closure = fn.__closure__
+    return fn.__module__, fn.__qualname__, 0 if closure is None else len(closure)
 
 
 def _follow(send: Any, route: Route) -> object:
     """``send``'s flag (or None) by ``route``; ``_MISSED`` if ``send`` does
     not follow it."""
     fn = send
-    for code, index in route[0]:
-        if (
-            type(fn) is not FunctionType
-            or fn.__code__ is not code
-            or getattr(fn, "__wrapped__", None) is not None
-        ):
+    for name, index in route[0]:
+        if _name_of(fn) != name:
+            return _MISSED
+        wrapped = getattr(fn, "__wrapped__", None)
+        if index == _WRAPPED:
+            if not callable(wrapped):
+                return _MISSED
+            fn = wrapped
+            continue
+        if wrapped is not None:
             return _MISSED
         if index < 0:
             return None  # a closure with no send: nothing to read
         try:
-            fn = fn.__closure__[index].cell_contents  # type: ignore[index]
+            fn = fn.__closure__[index].cell_contents
         except (ValueError, IndexError, TypeError):  # an empty cell
             return _MISSED
     owner = getattr(fn, "__self__", None)
@@ -131,7 +149,10 @@ def _walk(send: Any) -> Flag | None:
             fn = getattr(fn, "__func__", fn)
         wrapped = getattr(fn, "__wrapped__", None)
         if callable(wrapped):
-            closures_only = False
+            if type(fn) is FunctionType:  # functools.wraps' closure (contrib's)
+                steps.append((_name_of(fn), _WRAPPED))
+            else:
+                closures_only = False
             fn = wrapped
             continue
         # The send a closure captured, by its free variable's name.
@@ -142,7 +163,7 @@ def _walk(send: Any) -> Flag | None:
         index = _SEND_CELL.get(code)
         if index is None:
             index = _send_cell(code)
-        steps.append((code, index))
+        steps.append((_name_of(fn), index))
         if index < 0:
             if closures_only:
                 _remember(steps, None, None)

@@ -118,6 +118,7 @@ thread), both reached through :func:`current_scope`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -190,6 +191,8 @@ class Scope:
         self.record = record
         self.job = job
 
+
+_next_key: Final = itertools.count(1).__next__
 
 _new_scope: Final[Callable[[type[Scope]], Scope]] = object.__new__
 
@@ -374,6 +377,7 @@ class ResponseRecord:
         "_file_size",
         "_head",
         "_jobs",
+        "_key",
         "_last_byte_ns",
         "_open_attempts",
         "_open_start_ns",
@@ -486,7 +490,10 @@ class ResponseRecord:
             if started_ns is None:
                 started_ns = self._started_ns or perf_counter_ns()
             self._started_ns = started_ns
-            self._sink.response_started(id(self), self.framework)
+            # The key the consumer is told (a counter: ``id()`` is an audit
+            # event, which every audit hook of the process is called for).
+            self._key = key = _next_key()
+            self._sink.response_started(key, self.framework)
         except Exception:
             failed("record.begin")
 
@@ -497,7 +504,7 @@ class ResponseRecord:
                 self.state = _DISCARDED
             elif self.state < _ENDED:
                 self.state = _DISCARDED
-                self._sink.response_ended(id(self), None)
+                self._sink.response_ended(self._key, None)
         except Exception:
             failed("record.discard")
 
@@ -528,7 +535,7 @@ class ResponseRecord:
             if self._expected and self.detailed and self.status in (200, 206, 304):
                 self._log_missing_phases()
             self.state = _ENDED
-            self._sink.response_ended(id(self), self.facts())
+            self._sink.response_ended(self._key, self.facts())
         except Exception:
             failed("record.end")
 
