@@ -48,6 +48,7 @@ class FinishedResponse(NamedTuple):
     error_type: str | None
     #: Whether the served file was opened for it.
     opened: bool
+    #: How the body was handed over (detailed records; a lean one: ``none``).
     transfer: str
     bytes_sent: int
     #: Worker-pool jobs of the response, and their waits summed (ns).

@@ -103,10 +103,18 @@ The rules (telemetry contract v2, "Truth rules"):
   response (see :meth:`job_cancelled`).
 
 Collection is **detailed** (every phase interval, the wait of each job, the
-file's name and size, the precondition) when the response will be recorded
-as spans or when phase metrics other than the wait are enabled, and **lean**
-otherwise: start and end, status, outcome, ``opened``, the number of jobs and
-their total wait. When the record ends it freezes its facts into one
+file's name and size, the precondition, the transfer) when the response will
+be recorded as spans or when phase metrics other than the wait are enabled,
+and **lean** otherwise: start and end, status, outcome, ``error.type``,
+``opened``, the number of jobs and their total wait (the bytes handed over
+are counted too: a response is complete when all it announced went). It is
+decided once, when the record is made (:attr:`ResponseRecord.detailed`), and
+the lean path runs only what those facts need: a job is a
+:class:`_LeanJob` that counts its wait and nothing else (no kind, no
+callback), unless it opens a file (was it the served one, and did it open?)
+or has a callback of the adapter (a lookup); no path is compared when a job
+is submitted; no phase is marked; the transfer stays ``none``. The truth
+rules below hold on both paths. When the record ends it freezes its facts into one
 :class:`~otel_fileresp._finished.FinishedResponse` (:meth:`~ResponseRecord.facts`),
 handed to its consumer: that value is all emission
 (:mod:`otel_fileresp._emit`) and the test recorder read.
