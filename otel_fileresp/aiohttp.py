@@ -178,6 +178,10 @@ class _Prepared(NamedTuple):
     checks_on_loop: bool
 
 
+#: ``_Prepared``'s tuple from its fields (without the named tuple's ``__new__`` frame).
+_new_prepared: Final[Callable[[type[_Prepared], tuple[Any, ...]], _Prepared]] = tuple.__new__
+
+
 def _request_headers(record: ResponseRecord) -> Any:
     adapter = record.adapter
     return adapter.headers if isinstance(adapter, _Prepared) else adapter
@@ -385,7 +389,9 @@ class _AiohttpHooks(Hooks):
         head_observer = _observe(instance, "_write_headers", _head_written, record, "aiohttp.head")
         # What the end reads (no closure per response): the response, its
         # head's observer, and for a detailed record the request's headers.
-        record.adapter = _Prepared(instance, head_observer, record.adapter, self.checks_on_loop)
+        record.adapter = _new_prepared(
+            _Prepared, (instance, head_observer, record.adapter, self.checks_on_loop)
+        )
         return serve_as_current(record, wrapped, *args, before_end=_read_final_state, **kwargs)
 
     def _start(self, response: Any, args: Any, kwargs: Any) -> ResponseRecord | None:
@@ -627,6 +633,9 @@ class _Observer:
         return result
 
 
+_new_observer: Final[Callable[[type[_Observer]], _Observer]] = object.__new__
+
+
 def _observe(
     owner: Any, name: str, told: Told, record: ResponseRecord, where: str
 ) -> _Observer | None:
@@ -634,7 +643,14 @@ def _observe(
     that tells ``told`` of each call. The observer itself, to take off with
     :func:`_unobserve`; None if it could not be put (``where`` logs why)."""
     try:
-        observer = _Observer(owner, getattr(owner, name), told, record, where)
+        # Its slots set here: no __init__ called through the type per response.
+        observer = _new_observer(_Observer)
+        observer.owner = owner
+        observer.method = getattr(owner, name)
+        observer.told = told
+        observer.record = record
+        observer.where = where
+        observer.left = -1
         setattr(owner, name, observer)
     except Exception:
         failed(where)
