@@ -437,6 +437,9 @@ class ResponseRecord:
         #: The adapter's own per-response value (aiohttp's: the request's
         #: headers); the record never reads it.
         self.adapter: Any = None
+        # The key the consumer is told (a counter: ``id()`` is an audit event,
+        # which every audit hook of the process is called for).
+        self._key = _next_key()
         scope = self._scope = _new_scope(Scope)
         scope.record = self
         scope.job = None
@@ -498,10 +501,7 @@ class ResponseRecord:
             if started_ns is None:
                 started_ns = self._started_ns or perf_counter_ns()
             self._started_ns = started_ns
-            # The key the consumer is told (a counter: ``id()`` is an audit
-            # event, which every audit hook of the process is called for).
-            self._key = key = _next_key()
-            self._sink.response_started(key, self.framework)
+            self._sink.response_started(self._key, self.framework)
         except Exception:
             failed("record.begin")
 
