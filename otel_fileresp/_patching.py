@@ -14,6 +14,11 @@ synchronous points a file response passes through several times; the
 coroutine functions keep wrapt, which keeps them coroutine functions to
 :mod:`inspect`).
 
+A module's plain function wrapped by wrapt (``anyio.to_thread.run_sync``) is
+given ``__self__ = None`` while it is patched: wrapt asks the function it
+wraps for ``__self__`` at every call, and a plain function's AttributeError,
+raised and cleared once per pool job, cost more than the rest of the call.
+
 A patch point missing from an unknown framework release is warned about once
 and left unpatched; the rest still works.
 
@@ -159,6 +164,35 @@ def _install(owner: Any, patch: Patch) -> Any:
     return vars(owner)[patch.attribute]
 
 
+def _mark_unbound(owner: Any, original: Any) -> bool:
+    """Give a module's plain function, wrapped by wrapt, ``__self__ = None``
+    (True if this did it). wrapt's proxy asks the function it wraps for
+    ``__self__`` at every call (a bound method's instance is passed on as
+    ``instance``); a plain function has none, so each call raised and cleared
+    an ``AttributeError`` (a formatted message: some 3 000 instructions, on
+    ``anyio.to_thread.run_sync`` once per pool job). With the attribute set to
+    None, wrapt passes ``instance=None`` as before, without the exception;
+    :meth:`PatchSet.remove` takes it off again."""
+    if isinstance(owner, type) or not isinstance(original, types.FunctionType):
+        return False
+    if "__self__" in vars(original):
+        return False
+    try:
+        original.__self__ = None  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - a function that takes no attribute
+        return False
+    return True
+
+
+def _unmark_unbound(function: Any) -> None:
+    """Take off the ``__self__ = None`` :func:`_mark_unbound` gave ``function``."""
+    if vars(function).get("__self__", _UNSET) is None:
+        del function.__self__
+
+
+_UNSET = object()
+
+
 class _Applied:
     """One applied patch: what was there, what we put, and what is on top now."""
 
@@ -182,6 +216,8 @@ class PatchSet:
     def __init__(self, description: str) -> None:
         self._description = description
         self._applied: list[_Applied] = []
+        # Functions given ``__self__ = None`` (see _mark_unbound), taken off by remove().
+        self._unbound: list[Any] = []
         # (the owner's __dict__, attribute, _Applied) for verify(): a live view.
         self._checks: tuple[tuple[Any, str, _Applied], ...] = ()
 
@@ -210,6 +246,8 @@ class PatchSet:
                 self._applied.append(_Applied(owner, patch, None, None, original))
                 continue
             installed = _install(owner, patch)
+            if isinstance(installed, wrapt.FunctionWrapper) and _mark_unbound(owner, original):
+                self._unbound.append(original)
             self._applied.append(_Applied(owner, patch, original, installed, installed))
         self._checks = tuple(
             (vars(a.owner), a.attribute, a) for a in self._applied if a.patch.watched
@@ -264,6 +302,12 @@ class PatchSet:
                 )
         self._applied.clear()
         self._checks = ()
+        for function in self._unbound:
+            try:
+                _unmark_unbound(function)
+            except Exception:
+                failed("patching.unmark")
+        self._unbound.clear()
 
     def __len__(self) -> int:
         return len(self._applied)

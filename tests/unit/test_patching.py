@@ -84,6 +84,24 @@ def test_a_plain_module_function_layer() -> None:
     assert MODULE.module_function is original
 
 
+def test_a_wrapt_module_function_is_called_without_an_attribute_error() -> None:
+    """wrapt asks the function it wraps for ``__self__`` at every call: the
+    function gets ``__self__ = None`` while patched (wrapt then passes
+    ``instance=None`` without raising and clearing an AttributeError), and
+    loses it when unpatched."""
+    original = MODULE.module_function
+    patch_set = apply(Patch(MODULE.__name__, "module_function", hook, watched=True))
+    try:
+        assert isinstance(MODULE.module_function, wrapt.FunctionWrapper)
+        assert vars(original)["__self__"] is None
+        assert MODULE.module_function(21) == 42
+        assert calls == [("hook", None)]
+    finally:
+        patch_set.remove()
+    assert MODULE.module_function is original
+    assert "__self__" not in vars(original)
+
+
 def test_where_plain_will_not_do_wrapt_is_used() -> None:
     """A static method (a descriptor wrapt binds), and a watched point (other
     instrumentations' unwrap() takes off only a wrapt proxy)."""
