@@ -185,7 +185,7 @@ def _phase_spans(
             start_time=wall_offset + submitted,
             attributes={n.ATTR_JOB: kind},
         )
-        child.end(end_time=wall_offset + min(started, end_ns))
+        child.end(end_time=wall_offset + (started if started < end_ns else end_ns))
 
 
 def _phase_span_attributes(

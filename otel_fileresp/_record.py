@@ -922,7 +922,8 @@ class ResponseRecord:
             if end is not None:
                 if submitted >= end:
                     return
-                started = min(started, end)
+                if started > end:  # noqa: PLR1730 - min() parses keywords: a hot path
+                    started = end
             wait = started - submitted
             self._jobs += 1
             self._wait_ns += wait
@@ -951,7 +952,8 @@ class ResponseRecord:
             elif kind == n.JOB_READ:
                 self._read_count += 1
                 self._read_wait_ns += wait
-                self._read_wait_max_ns = max(self._read_wait_max_ns, wait)
+                if wait > self._read_wait_max_ns:  # noqa: PLR1730 - no max() call
+                    self._read_wait_max_ns = wait
                 self._mark(n.PHASE_SEND, submitted, ended)
         except Exception:
             failed("record.job")
@@ -1003,7 +1005,9 @@ class ResponseRecord:
             if nbytes > 0 and not self._head and self.state < _COMPLETE:
                 expected = self._expected_bytes
                 if expected is not None:
-                    nbytes = min(nbytes, expected - self.bytes_sent)
+                    owed = expected - self.bytes_sent
+                    if nbytes > owed:  # noqa: PLR1730 - min() parses keywords: per message
+                        nbytes = owed
                 if nbytes > 0:
                     self.bytes_sent += nbytes
                     self._last_byte_ns = at_ns
@@ -1101,7 +1105,10 @@ class ResponseRecord:
             ]
             ordered.sort()
             phases = tuple(
-                [(phase, min(start, end), min(stop, end)) for start, _, phase, stop in ordered]
+                [
+                    (phase, start if start < end else end, stop if stop < end else end)
+                    for start, _, phase, stop in ordered
+                ]
             )
             wait_spans = tuple(self._wait_spans)
         else:
