@@ -136,8 +136,10 @@ def _plain_layer(owner: Any, original: Any, wrapper: Wrapper) -> Any:
         if not isinstance(original, types.FunctionType):
             return None  # a static or class method, a descriptor: wrapt binds those
 
+        bind = types.MethodType  # one C call (``__get__`` would make a method-wrapper first)
+
         def patched_method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return wrapper(original.__get__(self), self, args, kwargs)
+            return wrapper(bind(original, self), self, args, kwargs)
 
         layer: Any = patched_method
     elif callable(original) and not isinstance(original, type):
