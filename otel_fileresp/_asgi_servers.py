@@ -96,8 +96,12 @@ def _follow(send: Any, route: Route) -> object:
     """``send``'s flag (or None) by ``route``; ``_MISSED`` if ``send`` does
     not follow it."""
     fn = send
-    for name, index in route[0]:
-        if _name_of(fn) != name:
+    for (module, qualname, cells), index in route[0]:
+        # _name_of(fn) == (module, qualname, cells), without a call and a tuple
+        if type(fn) is not FunctionType or fn.__qualname__ != qualname:
+            return _MISSED
+        closure = fn.__closure__
+        if (0 if closure is None else len(closure)) != cells or fn.__module__ != module:
             return _MISSED
         wrapped = getattr(fn, "__wrapped__", None)
         if index == _WRAPPED:
@@ -110,7 +114,7 @@ def _follow(send: Any, route: Route) -> object:
         if index < 0:
             return None  # a closure with no send: nothing to read
         try:
-            fn = fn.__closure__[index].cell_contents
+            fn = closure[index].cell_contents  # type: ignore[index]
         except (ValueError, IndexError, TypeError):  # an empty cell
             return _MISSED
     owner = getattr(fn, "__self__", None)
