@@ -584,9 +584,11 @@ class ResponseRecord:
         try:
             if path is None:
                 return
-            self._served = (path, *self._served)
-            if self._unmatched_opens:
-                self._match_earlier_opens()
+            served = self._served
+            if not served or served[0] is not path:  # the same object again: known
+                self._served = (path, *served)
+                if self._unmatched_opens:
+                    self._match_earlier_opens()
             if self.detailed:
                 if names_file:
                     self._file_path = path
