@@ -238,6 +238,107 @@ def test_starlette_uninstrument_restores_lifespan(sdk: GlobalSdk) -> None:
     assert vars(Router)["lifespan"] is original
 
 
+async def _shutdown_while_a_response_runs(app: Any, background_s: float) -> tuple[float, Any]:
+    """What granian does: the app's lifespan shutdown as soon as a response's
+    last body message was handed over, while the response still runs (here
+    its background task, ``background_s``). The shutdown's duration, and the
+    message that ended it."""
+    lifespan_in: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    lifespan_out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    lifespan = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_in.get, lifespan_out.put)
+    )
+    await lifespan_in.put({"type": "lifespan.startup"})
+    assert (await lifespan_out.get())["type"] == "lifespan.startup.complete"
+
+    last_byte = asyncio.Event()
+    disconnected = asyncio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            last_byte.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/finishing",
+        "raw_path": b"/finishing",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    request = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.wait_for(last_byte.wait(), 5)
+    started = time.monotonic()
+    await lifespan_in.put({"type": "lifespan.shutdown"})
+    ended = await asyncio.wait_for(lifespan_out.get(), 10)
+    took = time.monotonic() - started
+    disconnected.set()
+    await asyncio.wait_for(asyncio.gather(request, lifespan), 10)
+    return took, ended
+
+
+def _finishing_app(static: Path, background_s: float) -> Any:
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    async def finishing(request: Any) -> Any:
+        return FileResponse(
+            static / "small.txt", background=BackgroundTask(asyncio.sleep, background_s)
+        )
+
+    return Starlette(routes=[Route("/finishing", finishing)])
+
+
+def test_starlette_flush_waits_for_a_response_still_running(files: Path, sdk: GlobalSdk) -> None:
+    """The client has its last byte, the response still runs when the app's
+    shutdown comes: the flush waits for it to end, so its span and point are in."""
+    from otel_fileresp.starlette import StarletteFileResponseInstrumentor
+
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk):
+        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 0.3), 0.3))
+        assert ended["type"] == "lifespan.shutdown.complete"
+        assert 0.2 <= took < _lifecycle.SETTLE_TIMEOUT_S
+        assert len(sdk.response_spans()) == 1
+        assert sdk.points.count("fileresp.duration") == 1
+
+
+def test_starlette_flush_waits_for_responses_in_flight_at_most_the_bound(
+    files: Path, sdk: GlobalSdk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response that runs on past the bound: the shutdown goes on after
+    ``SETTLE_TIMEOUT_S`` and says how many responses it left behind."""
+    from otel_fileresp.starlette import StarletteFileResponseInstrumentor
+
+    monkeypatch.setattr(_lifecycle, "SETTLE_TIMEOUT_S", 0.2)
+    forget_logged()
+    with (
+        instrumenting(StarletteFileResponseInstrumentor(), sdk),
+        caplog.at_level(logging.WARNING, logger="otel_fileresp"),
+    ):
+        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 1.0), 1.0))
+        assert ended["type"] == "lifespan.shutdown.complete"
+        assert 0.2 <= took < 0.9
+        assert sdk.response_spans() == []  # it ended after the flush
+    assert "1 file response(s) still in flight at shutdown after 0.2 s" in caplog.text
+
+
 # --- aiohttp -----------------------------------------------------------------------
 
 
