@@ -38,7 +38,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support.harness import instrumenting
+from support.harness import http_scope, instrumenting
 
 from otel_fileresp import _lifecycle
 from otel_fileresp._log import forget_logged
@@ -267,21 +267,7 @@ async def _shutdown_while_a_response_runs(app: Any, background_s: float) -> tupl
         if message["type"] == "http.response.body" and not message.get("more_body"):
             last_byte.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/finishing",
-        "raw_path": b"/finishing",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
-    request = asyncio.ensure_future(app(scope, receive, send))
+    request = asyncio.ensure_future(app(http_scope("/finishing"), receive, send))
     await asyncio.wait_for(last_byte.wait(), 5)
     started = time.monotonic()
     await lifespan_in.put({"type": "lifespan.shutdown"})
