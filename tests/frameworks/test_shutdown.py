@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -38,6 +39,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from support.harness import http_scope, instrumenting
 
 from otel_fileresp import _lifecycle
@@ -238,11 +240,12 @@ def test_starlette_uninstrument_restores_lifespan(sdk: GlobalSdk) -> None:
     assert vars(Router)["lifespan"] is original
 
 
-async def _shutdown_while_a_response_runs(app: Any, background_s: float) -> tuple[float, Any]:
+async def _shutdown_while_a_response_runs(app: Any, sampled: bool = True) -> tuple[float, Any]:
     """What granian does: the app's lifespan shutdown as soon as a response's
-    last body message was handed over, while the response still runs (here
-    its background task, ``background_s``). The shutdown's duration, and the
-    message that ended it."""
+    last body message was handed over, while the response still runs (its
+    background task). The request comes with no parent span, or, unless
+    ``sampled``, under an unsampled one (so only the metrics record it). The
+    shutdown's duration, and the message that ended it."""
     lifespan_in: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     lifespan_out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     lifespan = asyncio.ensure_future(
@@ -267,7 +270,16 @@ async def _shutdown_while_a_response_runs(app: Any, background_s: float) -> tupl
         if message["type"] == "http.response.body" and not message.get("more_body"):
             last_byte.set()
 
-    request = asyncio.ensure_future(app(http_scope("/finishing"), receive, send))
+    parent = None
+    if not sampled:
+        unsampled = SpanContext(1, 1, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+        parent = trace.set_span_in_context(NonRecordingSpan(unsampled))
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        request = asyncio.ensure_future(app(http_scope("/finishing"), receive, send))
+    finally:
+        if token is not None:
+            otel_context.detach(token)
     await asyncio.wait_for(last_byte.wait(), 5)
     started = time.monotonic()
     await lifespan_in.put({"type": "lifespan.shutdown"})
@@ -292,16 +304,22 @@ def _finishing_app(static: Path, background_s: float) -> Any:
     return Starlette(routes=[Route("/finishing", finishing)])
 
 
-def test_starlette_flush_waits_for_a_response_still_running(files: Path, sdk: GlobalSdk) -> None:
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
+def test_starlette_flush_waits_for_a_response_still_running(
+    files: Path, sdk: GlobalSdk, sampled: bool
+) -> None:
     """The client has its last byte, the response still runs when the app's
-    shutdown comes: the flush waits for it to end, so its span and point are in."""
+    shutdown comes: the flush waits for it to end, so its span and point are
+    in (unsampled: the point, which the lean collection records)."""
     from otel_fileresp.starlette import StarletteFileResponseInstrumentor
 
     with instrumenting(StarletteFileResponseInstrumentor(), sdk):
-        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 0.3), 0.3))
+        took, ended = asyncio.run(
+            _shutdown_while_a_response_runs(_finishing_app(files, 0.3), sampled)
+        )
         assert ended["type"] == "lifespan.shutdown.complete"
         assert 0.2 <= took < _lifecycle.SETTLE_TIMEOUT_S
-        assert len(sdk.response_spans()) == 1
+        assert len(sdk.response_spans()) == (1 if sampled else 0)
         assert sdk.points.count("fileresp.duration") == 1
 
 
@@ -318,7 +336,7 @@ def test_starlette_flush_waits_for_responses_in_flight_at_most_the_bound(
         instrumenting(StarletteFileResponseInstrumentor(), sdk),
         caplog.at_level(logging.WARNING, logger="otel_fileresp"),
     ):
-        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 1.0), 1.0))
+        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 1.0)))
         assert ended["type"] == "lifespan.shutdown.complete"
         assert 0.2 <= took < 0.9
         assert sdk.response_spans() == []  # it ended after the flush
