@@ -34,6 +34,7 @@ nothing (a gunicorn master) reports no such series.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from opentelemetry import context as context_api
@@ -73,6 +74,10 @@ def responses_in_flight() -> int:
     """How many file responses of this process have begun and not ended yet
     (the flush at shutdown waits for them: see :mod:`otel_fileresp._lifecycle`)."""
     return len(_IN_FLIGHT)
+
+
+# A forked child (a gunicorn worker) serves none of its parent's responses.
+os.register_at_fork(after_in_child=_IN_FLIGHT.clear)
 
 
 def add_consumer(consumer: ResponseConsumer) -> Callable[[], None]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -341,6 +342,25 @@ def test_starlette_flush_waits_for_responses_in_flight_at_most_the_bound(
         assert 0.2 <= took < 0.9
         assert sdk.response_spans() == []  # it ended after the flush
     assert "1 file response(s) still in flight at shutdown after 0.2 s" in caplog.text
+
+
+def test_a_forked_child_has_no_response_in_flight() -> None:
+    """A response in flight in the parent when a worker is forked is not the
+    child's: its shutdown does not wait for it."""
+    from otel_fileresp import _telemetry
+
+    key = -1  # no record's key (theirs count up from 1)
+    _telemetry._IN_FLIGHT.add(key)
+    try:
+        assert _telemetry.responses_in_flight() >= 1
+        pid = os.fork()
+        if pid == 0:  # the child: its verdict as its exit status
+            os._exit(0 if _telemetry.responses_in_flight() == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert key in _telemetry._IN_FLIGHT  # the parent's is still there
+    finally:
+        _telemetry._IN_FLIGHT.discard(key)
 
 
 # --- aiohttp -----------------------------------------------------------------------
