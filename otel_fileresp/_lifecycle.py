@@ -25,12 +25,21 @@ signal handler of ours):
   ``lifespan.shutdown.complete`` (or ``.failed``), i.e. after the app's own
   lifespan shutdown code, whatever lifespan the app defines, also none. A
   server runs lifespan shutdown once it has stopped accepting and finished
-  the responses in flight (uvicorn, gunicorn's ``UvicornWorker``, hypercorn,
-  granian), so the last spans and points are in. The server waits for the
-  message, so it does not exit before the flush is done.
+  its HTTP exchanges (uvicorn, gunicorn's ``UvicornWorker``, hypercorn,
+  granian). The server waits for the message, so it does not exit before
+  the flush is done.
 - aiohttp: after ``Application.cleanup()`` (the ``on_cleanup`` callbacks),
   which ``AppRunner.cleanup()`` calls after the server has shut down its
   connections.
+
+Before flushing, the shutdown waits (at most :data:`SETTLE_TIMEOUT_S`, on
+the event loop, so they go on) until every file response this process began
+has ended, so the last spans and points are in the flush: a response may
+still run after the client has its last byte (Starlette closes the file in a
+worker thread after the last body message, then runs the response's
+background task), and granian runs the app's shutdown as soon as its HTTP
+exchanges are over, while uvicorn waits for the request's task. Responses
+still in flight after that are logged once, with their number.
 
 The flush runs in a daemon thread, and the event loop waits for it by
 sleeping in steps of a few milliseconds, so other tasks keep running; the
@@ -60,12 +69,16 @@ from opentelemetry import metrics, trace
 
 from otel_fileresp._log import failed, log_once
 from otel_fileresp._patching import Patch
+from otel_fileresp._telemetry import responses_in_flight
 
 if TYPE_CHECKING:
     from otel_fileresp._instrumentor import Hooks
 
-#: The longest a shutdown waits for the flush, all providers together (s).
+#: The longest a shutdown waits for the flush, all providers together (s),
+#: the wait for the file responses still in flight included.
 FLUSH_TIMEOUT_S: Final = 5.0
+#: The longest the flush waits for the file responses still in flight (s).
+SETTLE_TIMEOUT_S: Final = 2.0
 _POLL_S: Final = 0.005
 
 
@@ -113,6 +126,24 @@ def _run_flushes(
         done.set()
 
 
+async def _responses_settled(sleep: Sleep, deadline: float) -> None:
+    """Wait, sleeping on the loop (so they go on), until every file response
+    of this process has ended, or ``deadline``: a response can still be
+    running after its last byte reached the client (Starlette closes the file
+    in a worker thread, then runs the response's background task), and a
+    server may run the app's shutdown by then (granian does)."""
+    while responses_in_flight() and time.monotonic() < deadline:
+        await sleep(_POLL_S)
+    left = responses_in_flight()
+    if left:
+        log_once(
+            "lifecycle.in_flight",
+            f"{left} file response(s) still in flight at shutdown after "
+            f"{SETTLE_TIMEOUT_S:g} s: the flush goes on without their telemetry",
+            with_traceback=False,
+        )
+
+
 async def flush_global_providers(sleep: Sleep, timeout: float = FLUSH_TIMEOUT_S) -> bool:
     """Flush the global providers in a thread; True when it finished within ``timeout``.
 
@@ -121,7 +152,9 @@ async def flush_global_providers(sleep: Sleep, timeout: float = FLUSH_TIMEOUT_S)
     flushes = _global_flushes()
     if not flushes:
         return True
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    await _responses_settled(sleep, started + min(SETTLE_TIMEOUT_S, timeout))
+    deadline = started + timeout
     done = threading.Event()
     threading.Thread(
         target=_run_flushes,

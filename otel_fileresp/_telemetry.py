@@ -103,6 +103,20 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+# The keys of the responses begun and not ended yet, in this process (set
+# operations are atomic under the GIL: a response may end in a worker thread).
+_IN_FLIGHT: set[int] = set()
+
+
+def responses_in_flight() -> int:
+    """How many file responses of this process have begun and not ended yet
+    (the flush at shutdown waits for them: see :mod:`otel_fileresp._lifecycle`)."""
+    return len(_IN_FLIGHT)
+
+
+# A forked child (a gunicorn worker) serves none of its parent's responses.
+os.register_at_fork(after_in_child=_IN_FLIGHT.clear)
+
 
 def add_consumer(consumer: ResponseConsumer) -> Callable[[], None]:
     """Tell ``consumer`` of every file response of every instrumentor from now
@@ -295,6 +309,7 @@ class Telemetry:
     # -- the records' consumer -------------------------------------------------------
 
     def response_started(self, key: int, framework: str) -> None:
+        _IN_FLIGHT.add(key)
         for consumer in _CONSUMERS:
             try:
                 consumer.response_started(key, framework)
@@ -320,6 +335,7 @@ class Telemetry:
                 consumer.response_ended(key, finished)
             except Exception:
                 failed("consumer.ended")
+        _IN_FLIGHT.discard(key)  # its telemetry is out: the flush at shutdown has it
 
     def note_pool(self, kind: str) -> None:
         """The response being started runs its jobs in the running loop's pool

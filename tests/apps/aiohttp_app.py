@@ -12,25 +12,40 @@ the SDK flushes its exporters at exit.
 ``make_app(static_dir)`` builds the same app for in-process tests.
 
 Routes: ``/static/...`` (``web.static``), ``/file/{name}`` (a handler
-returning ``web.FileResponse``) and ``/info`` (pid and which frameworks this
+returning ``web.FileResponse``), ``/settled`` (waits, at most
+:data:`SETTLE_LIMIT_S`, until no file response of this process is in flight,
+and answers how many still are) and ``/info`` (pid and which frameworks this
 process imported).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
+
+SETTLE_LIMIT_S = 5.0
 
 
 async def info(request: web.Request) -> web.Response:
     loaded = sorted(m for m in ("aiohttp", "starlette") if m in sys.modules)
     body = json.dumps({"pid": os.getpid(), "frameworks_loaded": loaded})
     return web.Response(text=body, content_type="application/json")
+
+
+async def settled(request: web.Request) -> web.Response:
+    from otel_fileresp._telemetry import responses_in_flight
+
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while responses_in_flight() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return web.Response(text=str(responses_in_flight()))
 
 
 def make_app(static_dir: Path) -> web.Application:
@@ -41,6 +56,7 @@ def make_app(static_dir: Path) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/info", info)
+    app.router.add_get("/settled", settled)
     app.router.add_get("/file/{name}", file)
     app.router.add_routes([web.static("/static", static_dir)])
     return app

@@ -16,12 +16,15 @@ It has no instrumentation code of its own: ``opentelemetry-instrument`` loads
 ``build_app(static_dir)`` builds the same app for in-process tests.
 
 Routes: ``/static/...`` (``StaticFiles``), ``/file/{name}`` (a bare
-``FileResponse``), ``/info`` (pid and which frameworks this process imported)
-and ``/hold/{token}``, which writes ``held-TOKEN`` (containing the pid) and then
-**blocks this worker's event loop** until ``release-TOKEN`` exists (at most
-20 s). While one uvicorn worker is held, new connections can only be accepted
-by the other one: that is how the ``--workers 2`` test reaches both workers
-deterministically.
+``FileResponse``), ``/finishing/{name}`` (a ``FileResponse`` whose background
+task runs :data:`FINISHING_S` after the last byte), ``/settled`` (waits, at
+most :data:`SETTLE_LIMIT_S`, until no file response of this process is in
+flight, and answers how many still are), ``/info`` (pid and which frameworks
+this process imported) and ``/hold/{token}``, which writes ``held-TOKEN``
+(containing the pid) and then **blocks this worker's event loop** until
+``release-TOKEN`` exists (at most 20 s). While one uvicorn worker is held,
+new connections can only be accepted by the other one: that is how the
+``--workers 2`` test reaches both workers deterministically.
 """
 
 from __future__ import annotations
@@ -33,13 +36,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 HOLD_LIMIT_S = 20.0
+FINISHING_S = 0.5
+SETTLE_LIMIT_S = 5.0
 
 
 async def info(request: Request) -> Response:
@@ -48,11 +55,26 @@ async def info(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
+async def settled(request: Request) -> Response:
+    from otel_fileresp._telemetry import responses_in_flight
+
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while responses_in_flight() and time.monotonic() < deadline:
+        await anyio.sleep(0.005)
+    return PlainTextResponse(str(responses_in_flight()))
+
+
 def build_app(static_dir: Path, control_dir: Path | None = None) -> Starlette:
     """The app serving ``static_dir`` (``/hold`` meets the test in ``control_dir``)."""
 
     async def file(request: Request) -> Response:
         return FileResponse(static_dir / request.path_params["name"])
+
+    async def finishing(request: Request) -> Response:
+        return FileResponse(
+            static_dir / request.path_params["name"],
+            background=BackgroundTask(anyio.sleep, FINISHING_S),
+        )
 
     async def hold(request: Request) -> Response:
         token = request.path_params["token"]
@@ -68,6 +90,8 @@ def build_app(static_dir: Path, control_dir: Path | None = None) -> Starlette:
         routes=[
             Route("/info", info),
             Route("/file/{name}", file),
+            Route("/finishing/{name}", finishing),
+            Route("/settled", settled),
             Route("/hold/{token}", hold),
             Mount("/static", app=StaticFiles(directory=str(static_dir)), name="static"),
         ]

@@ -11,6 +11,11 @@ on the rendered page:
   (pytest loads the package's plugin through its entry point, as for a
   user; no conftest of ours is in reach);
 - ``<!-- run: bash -->``: run with ``bash -euo pipefail``;
+- ``<!-- run: transcript -->``: a terminal session: each line that starts
+  with ``$ `` is a command, run in turn by one ``bash`` (so ``$?`` is the
+  previous command's status), and the lines after it, up to the next
+  command, are what it must print (standard output and error together,
+  exactly, less trailing blanks);
 - ``<!-- file: PATH -->``: not run; the block is written to ``PATH`` for
   every run block of the same page that follows it (an ``app.py`` a test
   imports).
@@ -143,6 +148,10 @@ def _command(block: Block, directory: Path) -> tuple[list[str], int]:
         else:
             raise AssertionError(f"{block.id}: unknown option {option!r}")
     argv = shlex.split(command)
+    if argv[0] == "transcript":
+        commands = [c for c, _ in transcript(block.text)]
+        (directory / "transcript.sh").write_text(transcript_script(commands))
+        return ["bash", "transcript.sh"], expected
     if argv[0] == "bash":
         (directory / "block.sh").write_text(block.text)
         return ["bash", "-euo", "pipefail", "block.sh"], expected
@@ -152,6 +161,50 @@ def _command(block: Block, directory: Path) -> tuple[list[str], int]:
     if argv[0] == "pytest":
         return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv[1:]], expected
     raise AssertionError(f"{block.id}: unknown command {command!r}")
+
+
+PROMPT = "$ "
+# Printed by the transcript's script before each command, on a line of its own.
+SEPARATOR = "\x1e otel-fileresp transcript command"
+
+
+def transcript(text: str) -> list[tuple[str, str]]:
+    """The (command, expected output) pairs of a transcript block."""
+    pairs: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith(PROMPT):
+            pairs.append((line[len(PROMPT) :], []))
+        elif pairs:
+            pairs[-1][1].append(line)
+        else:
+            raise AssertionError(f"a transcript starts with a command, not {line!r}")
+    return [(command, _lines(output)) for command, output in pairs]
+
+
+def _lines(lines: list[str]) -> str:
+    return "\n".join(line.rstrip() for line in lines).strip("\n")
+
+
+def transcript_script(commands: list[str]) -> str:
+    """One bash script running ``commands`` in turn, standard error merged into
+    standard output, :data:`SEPARATOR` printed before each while ``$?`` is kept."""
+    lines = ["exec 2>&1"]
+    for command in commands:
+        lines += [f"__status=$?; printf '\\n%s\\n' '{SEPARATOR}'; (exit $__status)", command]
+    return "\n".join(lines) + "\n"
+
+
+def test_transcript_parsing() -> None:
+    pairs = transcript("$ echo a\na\n$ false\n$ echo $?\n1\n")
+    assert pairs == [("echo a", "a"), ("false", ""), ("echo $?", "1")]
+    done = subprocess.run(
+        ["bash", "-c", transcript_script([c for c, _ in pairs])],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert [_lines(o.splitlines()) for o in done.stdout.split(SEPARATOR)[1:]] == ["a", "", "1"]
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
@@ -181,3 +234,6 @@ def test_block_runs(block: Block, tmp_path: Path) -> None:
         f"{block.id}: exit {done.returncode}, expected {expected}\n"
         f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     )
+    if block.spec == "transcript":
+        printed = [_lines(o.splitlines()) for o in done.stdout.split(SEPARATOR)[1:]]
+        assert printed == [output for _, output in transcript(block.text)], block.id

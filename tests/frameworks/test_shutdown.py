@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -38,7 +40,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support.harness import instrumenting
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from support.harness import http_scope, instrumenting
 
 from otel_fileresp import _lifecycle
 from otel_fileresp._log import forget_logged
@@ -236,6 +239,128 @@ def test_starlette_uninstrument_restores_lifespan(sdk: GlobalSdk) -> None:
     with instrumenting(StarletteFileResponseInstrumentor(), sdk):
         assert vars(Router)["lifespan"] is not original
     assert vars(Router)["lifespan"] is original
+
+
+async def _shutdown_while_a_response_runs(app: Any, sampled: bool = True) -> tuple[float, Any]:
+    """What granian does: the app's lifespan shutdown as soon as a response's
+    last body message was handed over, while the response still runs (its
+    background task). The request comes with no parent span, or, unless
+    ``sampled``, under an unsampled one (so only the metrics record it). The
+    shutdown's duration, and the message that ended it."""
+    lifespan_in: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    lifespan_out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    lifespan = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan_in.get, lifespan_out.put)
+    )
+    await lifespan_in.put({"type": "lifespan.startup"})
+    assert (await lifespan_out.get())["type"] == "lifespan.startup.complete"
+
+    last_byte = asyncio.Event()
+    disconnected = asyncio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            last_byte.set()
+
+    parent = None
+    if not sampled:
+        unsampled = SpanContext(1, 1, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+        parent = trace.set_span_in_context(NonRecordingSpan(unsampled))
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        request = asyncio.ensure_future(app(http_scope("/finishing"), receive, send))
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    await asyncio.wait_for(last_byte.wait(), 5)
+    started = time.monotonic()
+    await lifespan_in.put({"type": "lifespan.shutdown"})
+    ended = await asyncio.wait_for(lifespan_out.get(), 10)
+    took = time.monotonic() - started
+    disconnected.set()
+    await asyncio.wait_for(asyncio.gather(request, lifespan), 10)
+    return took, ended
+
+
+def _finishing_app(static: Path, background_s: float) -> Any:
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    async def finishing(request: Any) -> Any:
+        return FileResponse(
+            static / "small.txt", background=BackgroundTask(asyncio.sleep, background_s)
+        )
+
+    return Starlette(routes=[Route("/finishing", finishing)])
+
+
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
+def test_starlette_flush_waits_for_a_response_still_running(
+    files: Path, sdk: GlobalSdk, sampled: bool
+) -> None:
+    """The client has its last byte, the response still runs when the app's
+    shutdown comes: the flush waits for it to end, so its span and point are
+    in (unsampled: the point, which the lean collection records)."""
+    from otel_fileresp.starlette import StarletteFileResponseInstrumentor
+
+    with instrumenting(StarletteFileResponseInstrumentor(), sdk):
+        took, ended = asyncio.run(
+            _shutdown_while_a_response_runs(_finishing_app(files, 0.3), sampled)
+        )
+        assert ended["type"] == "lifespan.shutdown.complete"
+        assert 0.2 <= took < _lifecycle.SETTLE_TIMEOUT_S
+        assert len(sdk.response_spans()) == (1 if sampled else 0)
+        assert sdk.points.count("fileresp.duration") == 1
+
+
+def test_starlette_flush_waits_for_responses_in_flight_at_most_the_bound(
+    files: Path, sdk: GlobalSdk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response that runs on past the bound: the shutdown goes on after
+    ``SETTLE_TIMEOUT_S`` and says how many responses it left behind."""
+    from otel_fileresp.starlette import StarletteFileResponseInstrumentor
+
+    monkeypatch.setattr(_lifecycle, "SETTLE_TIMEOUT_S", 0.2)
+    forget_logged()
+    with (
+        instrumenting(StarletteFileResponseInstrumentor(), sdk),
+        caplog.at_level(logging.WARNING, logger="otel_fileresp"),
+    ):
+        took, ended = asyncio.run(_shutdown_while_a_response_runs(_finishing_app(files, 1.0)))
+        assert ended["type"] == "lifespan.shutdown.complete"
+        assert 0.2 <= took < 0.9
+        assert sdk.response_spans() == []  # it ended after the flush
+    assert "1 file response(s) still in flight at shutdown after 0.2 s" in caplog.text
+
+
+def test_a_forked_child_has_no_response_in_flight() -> None:
+    """A response in flight in the parent when a worker is forked is not the
+    child's: its shutdown does not wait for it."""
+    from otel_fileresp import _telemetry
+
+    key = -1  # no record's key (theirs count up from 1)
+    _telemetry._IN_FLIGHT.add(key)
+    try:
+        assert _telemetry.responses_in_flight() >= 1
+        pid = os.fork()
+        if pid == 0:  # the child: its verdict as its exit status
+            os._exit(0 if _telemetry.responses_in_flight() == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert key in _telemetry._IN_FLIGHT  # the parent's is still there
+    finally:
+        _telemetry._IN_FLIGHT.discard(key)
 
 
 # --- aiohttp -----------------------------------------------------------------------

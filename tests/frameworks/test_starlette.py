@@ -24,7 +24,14 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from support.apps import counting_jobs, make_app, without_boundary
-from support.harness import Telemetry, child_names, instrumenting, response_tree, serve_asgi
+from support.harness import (
+    Telemetry,
+    child_names,
+    http_scope,
+    instrumenting,
+    response_tree,
+    serve_asgi,
+)
 
 from otel_fileresp import StarletteFileResponseInstrumentor
 
@@ -341,21 +348,11 @@ def test_pathsend_is_delegated_to_the_server(files: Path, telemetry: Telemetry) 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/file/small.txt",
-        "raw_path": b"/file/small.txt",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1),
-        "extensions": {"http.response.pathsend": {}},
-    }
+    scope = http_scope(
+        "/file/small.txt",
+        asgi={"version": "3.0", "spec_version": "2.4"},
+        extensions={"http.response.pathsend": {}},
+    )
     with instrumenting("starlette", telemetry):
         asyncio.run(make_app(files)(scope, receive, send))
     [response] = telemetry.wait_for("fileresp.response")

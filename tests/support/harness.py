@@ -300,6 +300,27 @@ SCOPE = "otel_fileresp"
 RESPONSE = "fileresp.response"
 
 
+def http_scope(path: str, **extra: Any) -> dict[str, Any]:
+    """An ASGI HTTP scope for a GET of ``path`` (``extra`` adds or replaces keys),
+    for tests that call an ASGI app themselves, as a server would."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    scope.update(extra)
+    return scope
+
+
 def _instrumentors() -> dict[str, Any]:
     from otel_fileresp import AiohttpFileResponseInstrumentor, StarletteFileResponseInstrumentor
 
