@@ -352,17 +352,8 @@ class _LeanJob(PoolJob):
             _CURRENT.reset(token)
             record = self.record
             try:
-                state = record.state
-                if state < _ENDED:
-                    submitted = self.submitted
-                    end = record._end_ns
-                    if end is None and state is _HEAD_SENT and record._all_sent():
-                        end = record._last_byte_ns
-                    if end is None or submitted < end:
-                        if end is not None and started > end:
-                            started = end
-                        record._jobs += 1
-                        record._wait_ns += started - submitted
+                if record.state < _ENDED:
+                    record._count_job(self.submitted, started)
             except Exception:
                 failed("record.job")
 
@@ -909,32 +900,43 @@ class ResponseRecord:
             self.begin()
             self.end(CancelledError())
 
+    def _count_job(self, submitted: int, started: int) -> int | None:
+        """A job of this (not ended) record ran: count it and its wait up to
+        the response's end, and return that wait; None for a job submitted at
+        or after the end, which is not the response's. The one owner of the
+        rule, for the lean jobs and the detailed ones."""
+        end = self._end_ns
+        if end is None and self.state is _HEAD_SENT and self._all_sent():
+            # Everything owed was handed over already (a 0-byte file, a
+            # HEAD, a stat that said less than the file holds): the last
+            # byte is the response's end, whatever runs after it.
+            end = self._last_byte_ns
+        if end is not None:
+            if submitted >= end:
+                return None
+            if started > end:  # noqa: PLR1730 - min() parses keywords: a hot path
+                started = end
+        wait = started - submitted
+        self._jobs += 1
+        self._wait_ns += wait
+        return wait
+
     def _job_ran(self, job: PoolJob, ended: int, ok: bool, result: object) -> None:
         try:
             if self.state >= _ENDED:
                 return  # a job that outlives its response
             submitted = job.submitted
             started = job.started if job.started is not None else ended
-            end = self._end_ns
-            if end is None and self.state is _HEAD_SENT and self._all_sent():
-                # Everything owed was handed over already (a 0-byte file, a
-                # HEAD, a stat that said less than the file holds): the last
-                # byte is the response's end, whatever runs after it.
-                end = self._last_byte_ns
-            if end is not None:
-                if submitted >= end:
-                    return
-                if started > end:  # noqa: PLR1730 - min() parses keywords: a hot path
-                    started = end
-            wait = started - submitted
-            self._jobs += 1
-            self._wait_ns += wait
+            wait = self._count_job(submitted, started)
+            if wait is None:
+                return
+            started = submitted + wait  # its start, or the end if it started later
             kind = job.kind
             if not self.detailed:
                 # The served file's open (wrap_job compared no path: here).
                 if kind == n.JOB_OPEN and self.is_served(job.opens):
                     if ok:
-                        self._opened = True
+                        self._served_file_opened(started, ended)
                     else:
                         self._served_file_open_failed(started)
                 return

@@ -34,9 +34,9 @@ nothing (a gunicorn master) reports no such series.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import weakref
-from asyncio import _get_running_loop as _running_loop
 from collections.abc import Callable
 from contextvars import ContextVar
 from threading import get_ident
@@ -69,6 +69,17 @@ try:  # the keys is_instrumentation_enabled() reads, read here from one context
 except ImportError:  # pragma: no cover - an API without them: asked as usual
     _SUPPRESS_KEY = _SUPPRESS_KEY_PLAIN = _SPAN_KEY = None  # type: ignore[assignment]
 
+try:  # the running loop or None, without get_running_loop()'s getpid() on 3.11
+    from asyncio import _get_running_loop as _running_loop
+except ImportError:  # pragma: no cover - an asyncio without it
+
+    def _running_loop() -> asyncio.AbstractEventLoop | None:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+
 try:  # the API's proxy meter, live once a provider is set (private in the API)
     from opentelemetry.metrics._internal import _ProxyMeter
 except ImportError:  # pragma: no cover - a future API without it
@@ -88,6 +99,48 @@ def _context_getter() -> Callable[[], context_api.Context]:
 
 
 _current_context: Final = _context_getter()
+
+
+def _suppressed(context: context_api.Context) -> bool:
+    """Whether instrumentation is suppressed in ``context``: the two keys
+    ``is_instrumentation_enabled()`` reads, read from ``context`` directly."""
+    return bool(context.get(_SUPPRESS_KEY) or context.get(_SUPPRESS_KEY_PLAIN))
+
+
+def _reads_agree() -> bool:
+    """Whether the direct reads (:func:`_current_context`, :func:`_suppressed`,
+    the parent span by its key) answer as the API's public calls do, outside and inside
+    ``suppress_instrumentation()``; checked once, at import. When they do not
+    (an API or contrib release that changed what they mean), the public calls
+    are used."""
+    if _SUPPRESS_KEY is None:  # pragma: no cover - see the imports
+        return False
+    try:
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        def agree() -> bool:
+            current = _current_context()
+            return current is context_api.get_current() and _suppressed(current) is (
+                not is_instrumentation_enabled()
+            )
+
+        if not agree() or _suppressed(_current_context()):
+            return False
+        parent = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        with_span = trace.set_span_in_context(parent)
+        if (
+            with_span.get(_SPAN_KEY) is not parent
+            or trace.get_current_span(with_span) is not parent
+        ):
+            return False
+        with suppress_instrumentation():
+            return agree() and _suppressed(_current_context())
+    except Exception:  # pragma: no cover - whatever changed: the public calls
+        return False
+
+
+#: The direct reads are used on each response only when they agree (:func:`_reads_agree`).
+_DIRECT_READS: Final = _reads_agree()
 
 _CONSUMERS: list[ResponseConsumer] = []
 
@@ -210,7 +263,8 @@ class Telemetry:
         self._proxied = isinstance(self.tracer, ProxyTracer)
         self._span_type: type | None = None
         self._drops_unsampled = False
-        self._noted: tuple[int, weakref.ref[Any]] | None = None
+        # (thread, pool kind, loop) noted last: noted again only when one changes
+        self._noted: tuple[int, str, weakref.ref[Any]] | None = None
 
     def serving(self) -> None:
         """This process's app serves from now on: report the 304 zero series."""
@@ -262,7 +316,7 @@ class Telemetry:
             self._decided_for = tracer
         if self._no_spans:
             return False
-        if _SPAN_KEY is None:  # pragma: no cover - see the imports
+        if not _DIRECT_READS:  # pragma: no cover - see _reads_agree
             span: object = trace.get_current_span(parent)
         else:
             span = parent.get(_SPAN_KEY)
@@ -284,12 +338,14 @@ class Telemetry:
         nothing could record it."""
         if not self._live and self.inert():
             return None
-        current = _current_context()
-        if _SUPPRESS_KEY is not None:
-            if current.get(_SUPPRESS_KEY) or current.get(_SUPPRESS_KEY_PLAIN):
+        if _DIRECT_READS:
+            current = _current_context()
+            if current.get(_SUPPRESS_KEY) or current.get(_SUPPRESS_KEY_PLAIN):  # _suppressed
                 return None
-        elif not is_instrumentation_enabled():  # pragma: no cover - see the imports
-            return None
+        else:  # pragma: no cover - see _reads_agree
+            current = context_api.get_current()
+            if not is_instrumentation_enabled():
+                return None
         if not self._serving:
             self.serving()
         if parent is None:
@@ -346,8 +402,8 @@ class Telemetry:
             # (asyncio.get_running_loop() would call getpid() on Python 3.11).
             noted = self._noted
             thread = get_ident()
-            if noted is not None and noted[0] == thread:
-                loop = noted[1]()
+            if noted is not None and noted[0] == thread and noted[1] == kind:
+                loop = noted[2]()
                 if loop is not None and loop.is_running():
                     return
             instruments.pools.note(kind, self.framework)
@@ -357,5 +413,5 @@ class Telemetry:
                 failed("telemetry.note_pool")
                 return
             if loop is not None:
-                self._noted = (thread, weakref.ref(loop))
+                self._noted = (thread, kind, weakref.ref(loop))
                 _NOTED.add(self)

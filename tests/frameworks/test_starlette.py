@@ -497,7 +497,17 @@ def test_invalid_setting_warns_once_and_uses_default(
     assert len(response_tree(telemetry.spans(), response)) > 0  # default: phase spans on
 
 
-def test_suppressed_requests_emit_nothing(files: Path, telemetry: Telemetry) -> None:
+@pytest.mark.parametrize("direct_reads", [True, False], ids=["direct-reads", "public-calls"])
+def test_suppressed_requests_emit_nothing(
+    files: Path, telemetry: Telemetry, direct_reads: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suppression is honoured whether the package reads the context's keys
+    itself (the installed API agrees with its public calls) or, when an API
+    release would not, asks ``is_instrumentation_enabled()``."""
+    from otel_fileresp import _telemetry
+
+    assert _telemetry._DIRECT_READS  # the installed API: the direct reads agree
+    monkeypatch.setattr(_telemetry, "_DIRECT_READS", direct_reads)
     inner = make_app(files)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

@@ -550,3 +550,55 @@ def test_an_error_status_sent_by_the_framework_is_its_error_type() -> None:
     record.body_sent(0, perf_now(), final=True)
     record.end()
     assert (record.facts().outcome, record.facts().error_type) == (n.OUTCOME_ERROR, "400")
+
+
+# -- the finished value -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "head"), [(200, False), (200, True), (304, False), (304, True)])
+@pytest.mark.parametrize("detailed", [True, False], ids=["detailed", "lean"])
+def test_the_common_outcomes_follow_the_rules(status: int, head: bool, detailed: bool) -> None:
+    """facts() decides a 200 and a 304 without asking the outcome rules (a
+    hot path): the same answer as the rules, on both collections."""
+    record, _ = new(detailed=detailed, head=head)
+    record.head_sent(status, 2_000, 0)
+    record.body_sent(0, 3_000, final=True)
+    facts = record.facts()
+    assert facts.outcome == record._final_outcome()
+    assert facts.error_type == record._final_error_type()
+
+
+def test_the_finished_value_has_every_field() -> None:
+    """facts() builds the value from a tuple (no NamedTuple frame): one value
+    for every field, each where its name says."""
+    record, _ = new(detailed=True)
+    record.serves("/srv/a.txt", 5)
+    record.head_sent(200, 2_000, 5)
+    record.body_sent(5, 3_000, final=True)
+    record.end()
+    facts = record.facts()
+    assert len(facts) == len(FinishedResponse._fields)
+    assert (facts.framework, facts.status, facts.outcome, facts.bytes_sent) == (
+        "starlette",
+        200,
+        n.OUTCOME_SENT,
+        5,
+    )
+    assert (facts.started_ns, facts.end_ns, facts.file_size) == (1_000, 3_000, 5)
+
+
+@pytest.mark.parametrize("detailed", [True, False], ids=["detailed", "lean"])
+def test_lean_and_detailed_count_the_same_jobs_and_wait(detailed: bool) -> None:
+    """The wait rule has one owner: a job before the end counts up to the
+    end, a job after it does not count, whatever the collection."""
+    record, _ = new(detailed=detailed)
+    before = record.wrap_job(lambda: None, n.JOB_STAT)
+    assert before is not None
+    before.submitted = 1_500
+    record.head_sent(200, 2_000, 0)  # a 0-byte file: complete at its head
+    before()  # ran after the end: its wait stops there
+    after = record.wrap_job(lambda: None, n.JOB_CLOSE)
+    if after is not None:
+        after()
+    facts = record.facts()
+    assert (facts.jobs, facts.wait_ns) == (1, 500)
