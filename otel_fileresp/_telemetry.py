@@ -351,6 +351,7 @@ class Telemetry:
         if parent is None:
             parent = current
         spans = self.may_record_spans(parent)
+        # (sink, framework, parent, detailed, spans): positional, a hot path
         return ResponseRecord(self, self.framework, parent, spans or self._phase_detail, spans)
 
     def start_record(

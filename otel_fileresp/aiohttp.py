@@ -202,7 +202,7 @@ def _read_final_state(record: ResponseRecord, error: BaseException | None) -> No
             record.head_sent(instance.status, perf_counter_ns())
         if error is None:
             # What is left is aiohttp's own EOF: complete, at its last byte.
-            record.body_sent(0, perf_counter_ns(), True)
+            record.body_sent(0, perf_counter_ns(), True)  # final (positional: a hot path)
     status = record.status
     if record.detailed and status not in (None, 403, 404):
         if checks_on_loop:
@@ -609,21 +609,14 @@ class _Observer:
 
     __slots__ = ("left", "method", "owner", "record", "told", "where")
 
-    def __init__(
-        self,
-        owner: Any,
-        method: Callable[..., Awaitable[Any]],
-        told: Told,
-        record: ResponseRecord,
-        where: str,
-    ) -> None:
-        self.owner = owner
-        self.method = method
-        self.told = told
-        self.record = record
-        self.where = where
-        #: The writes' bytes still to count (-1: no limit).
-        self.left = -1
+    # Made only by _observe, which sets every slot (no __init__ frame per
+    # response): ``left`` is the writes' bytes still to count (-1: no limit).
+    owner: Any
+    method: Callable[..., Awaitable[Any]]
+    told: Told
+    record: ResponseRecord
+    where: str
+    left: int
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = perf_counter_ns()

@@ -195,7 +195,7 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             if kind == "http.response.body":
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
-                record.body_sent(len(body), started, not more)
+                record.body_sent(len(body), started, not more)  # final (positional: a hot path)
                 return
             if kind == "http.response.start":
                 status = message.get("status", 200)
