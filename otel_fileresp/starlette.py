@@ -190,20 +190,6 @@ def _observed_send(record: ResponseRecord, send: Send) -> Send:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 _handed_over(record, message, started)
             raise
-        try:  # the common messages, inline
-            kind = message["type"]
-            if kind == "http.response.body":
-                body = message.get("body", b"")
-                more = message.get("more_body", False)
-                record.body_sent(len(body), started, not more)  # final (positional: a hot path)
-                return
-            if kind == "http.response.start":
-                status = message.get("status", 200)
-                length = _content_length(message.get("headers"))
-                record.head_sent(status, started, length)
-                return
-        except Exception:
-            pass  # not a message that can be read so: told as any other
         _handed_over(record, message, started)
 
     return send_observed
