@@ -58,11 +58,12 @@ def client_gone_flag(send: Any) -> Flag | None:
     ``original_send``): only those are followed, a chain, not a tree.
 
     A chain of plain functions (closures, and ``functools.wraps``' wrappers
-    followed by their ``__wrapped__``), ending at a server's bound method or
-    at a closure with no ``send`` of its own, is remembered by its first
-    function (a route: each function's name and cell, then the server's
-    class and flag, or none) and followed again by that route, checked at
-    every step, for the next response; any other chain is walked."""
+    followed by their ``__wrapped__``), ending at a server's bound method, is
+    remembered by its first function (a route: each function's name and
+    cell, then the server's class and flag) and followed again by that route,
+    checked at every step and at the server, for the next response; any
+    other chain is walked. At most 256 routes are remembered: a chain past
+    that is walked each time (slower, never wrong)."""
     route = _ROUTES.get(_name_of(send))
     if route is not None:
         found = _follow(send, route)
@@ -72,13 +73,11 @@ def client_gone_flag(send: Any) -> Flag | None:
 
 
 #: A chain of plain closures to a server's send: ((name, cell index), ...)
-#: (-2: its ``__wrapped__``; the last index -1 when the chain ends at a
-#: closure with no ``send``),
-#: then the server's per-request class and its flag (None, None: no server).
+#: (-2: its ``__wrapped__``), then the server's per-request class and its flag.
 #: A closure is known by its function's module, qualified name and number of
 #: cells (not its ``__code__``: reading that is an audit event, which every
 #: audit hook of the process is called for).
-Route = tuple[tuple[tuple[Any, int], ...], "type | None", "str | None"]
+Route = tuple[tuple[tuple[Any, int], ...], type, str]
 _ROUTES: dict[Any, Route] = {}
 _MISSED: Final = object()
 _WRAPPED: Final = -2  # a route's step to the function's __wrapped__
@@ -93,8 +92,7 @@ def _name_of(fn: Any) -> Any:
 
 
 def _follow(send: Any, route: Route) -> object:
-    """``send``'s flag (or None) by ``route``; ``_MISSED`` if ``send`` does
-    not follow it."""
+    """``send``'s flag by ``route``; ``_MISSED`` if ``send`` does not follow it."""
     fn = send
     for (module, qualname, cells), index in route[0]:
         # _name_of(fn) == (module, qualname, cells), without a call and a tuple
@@ -111,26 +109,22 @@ def _follow(send: Any, route: Route) -> object:
             continue
         if wrapped is not None:
             return _MISSED
-        if index < 0:
-            return None  # a closure with no send: nothing to read
+        if index < 0:  # pragma: no cover - such routes are not remembered
+            return _MISSED
         try:
             fn = closure[index].cell_contents  # type: ignore[index]
         except (ValueError, IndexError, TypeError):  # an empty cell
             return _MISSED
     owner = getattr(fn, "__self__", None)
     flag = route[2]
-    if (
-        flag is None
-        or type(owner) is not route[1]
-        or not isinstance(getattr(owner, flag, None), bool)
-    ):
+    if type(owner) is not route[1] or not isinstance(getattr(owner, flag, None), bool):
         return _MISSED
     return owner, flag
 
 
-def _remember(steps: list[tuple[Any, int]], owner: object, flag: str | None) -> None:
+def _remember(steps: list[tuple[Any, int]], owner: object, flag: str) -> None:
     if steps and len(_ROUTES) < 256:
-        _ROUTES[steps[0][0]] = (tuple(steps), None if flag is None else type(owner), flag)
+        _ROUTES[steps[0][0]] = (tuple(steps), type(owner), flag)
 
 
 def _walk(send: Any) -> Flag | None:
@@ -169,8 +163,8 @@ def _walk(send: Any) -> Flag | None:
             index = _send_cell(code)
         steps.append((_name_of(fn), index))
         if index < 0:
-            if closures_only:
-                _remember(steps, None, None)
+            # Not remembered: nothing at the end of such a route could show
+            # that a function of the same name and cells is another one.
             return None
         try:
             fn = fn.__closure__[index].cell_contents
