@@ -276,28 +276,19 @@ class PoolJob(Scope):
         "submitted",
     )
 
-    def __init__(
-        self,
-        record: ResponseRecord,
-        fn: Callable[..., Any],
-        kind: str,
-        submitted: int,
-        opens: object,
-        is_stat: bool,
-        on_result: Callable[[ResponseRecord, Any], None] | None,
-        on_error: Callable[[ResponseRecord, BaseException], None] | None,
-    ) -> None:
-        self.record = record
-        self._fn = fn
-        self.kind = kind
-        self.submitted = submitted
-        self.started: int | None = None
-        #: The path this job opens, when the framework module knows it.
-        self.opens = opens
-        #: Whether the job's run is the stat phase.
-        self.is_stat = is_stat
-        self._on_result = on_result
-        self._on_error = on_error
+    # Made only by ResponseRecord._job (and _LeanJob by wrap_job), which set
+    # every slot: no __init__ frame per job.
+    record: ResponseRecord
+    _fn: Callable[..., Any]
+    kind: str
+    submitted: int
+    started: int | None
+    #: The path this job opens, when the framework module knows it.
+    opens: object
+    #: Whether the job's run is the stat phase.
+    is_stat: bool
+    _on_result: Callable[[ResponseRecord, Any], None] | None
+    _on_error: Callable[[ResponseRecord, BaseException], None] | None
 
     @property
     def job(self) -> PoolJob:  # type: ignore[override]
@@ -859,8 +850,8 @@ class ResponseRecord:
         on_result: Callable[[ResponseRecord, Any], None] | None,
         on_error: Callable[[ResponseRecord, BaseException], None] | None,
     ) -> PoolJob:
-        """``PoolJob(self, ...)``, its slots set here (no __init__ called
-        through the type: a Python call less per job)."""
+        """A :class:`PoolJob` of this record, every slot set here (it has no
+        ``__init__``: a Python call less per job)."""
         job = _new_pool_job(PoolJob)
         job.record = self
         job._fn = fn
