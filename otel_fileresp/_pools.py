@@ -104,6 +104,8 @@ class _PoolRegistry:
         self._lock = threading.Lock()
         # thread id -> the loop that thread noted last (see _running_loop)
         self._thread_loops: dict[int, LoopRef] = {}
+        # thread id -> (kind, framework, loop) that thread noted last (see note)
+        self._thread_noted: dict[int, tuple[str, str, LoopRef]] = {}
         # (id(loop), framework) -> (loop, anyio's default limiter of that loop)
         self._limiters: dict[tuple[int, str], tuple[LoopRef, weakref.ReferenceType[Any]]] = {}
         # (id(loop), framework) -> loop (its default executor is read at collection time)
@@ -132,11 +134,23 @@ class _PoolRegistry:
         return loop
 
     def note(self, kind: str, framework: str) -> None:
-        """The running loop's pool of ``kind`` serves ``framework``'s file responses."""
+        """The running loop's pool of ``kind`` serves ``framework``'s file
+        responses. What this thread noted last, on a loop still running (the
+        one running here), is noted already: a dictionary lookup and
+        ``is_running()`` per response, no further call."""
+        thread = threading.get_ident()
+        last = self._thread_noted.get(thread)
+        if last is not None and last[0] == kind and last[1] == framework:
+            loop = last[2]()
+            if loop is not None and loop.is_running():
+                return
         if kind == POOL_ANYIO_THREADS:
             self._note_anyio_limiter(framework)
         elif kind == POOL_ASYNCIO_EXECUTOR:
             self._note_asyncio_executor(framework)
+        loop_ref = self._thread_loops.get(thread)
+        if loop_ref is not None:  # the loop _running_loop found (None: not asyncio)
+            self._thread_noted[thread] = (kind, framework, loop_ref)
 
     def _note_anyio_limiter(self, framework: str) -> None:
         try:
@@ -179,6 +193,7 @@ class _PoolRegistry:
         by its metric reader at the fork) and none of the parent's loops."""
         self._lock = threading.Lock()
         self._thread_loops = {}
+        self._thread_noted = {}
         self._limiters = {}
         self._executor_loops = {}
 
@@ -270,12 +285,11 @@ class PoolGauges:
             for name, observe, unit, description in _GAUGES
         ]
 
-    @staticmethod
-    def note(kind: str, framework: str) -> None:
-        """On the event loop: the running loop's pool of ``kind``
-        (:data:`POOL_ANYIO_THREADS`, :data:`POOL_ASYNCIO_EXECUTOR`) serves
-        ``framework``'s file responses; its points carry that framework."""
-        _REGISTRY.note(kind, framework)
+    #: On the event loop: the running loop's pool of ``kind``
+    #: (:data:`POOL_ANYIO_THREADS`, :data:`POOL_ASYNCIO_EXECUTOR`) serves
+    #: ``framework``'s file responses; its points carry that framework. The
+    #: registry's own method (a bound method is no descriptor: one call).
+    note: Final = _REGISTRY.note
 
 
 Observe = Callable[[], Iterable[Observation]]

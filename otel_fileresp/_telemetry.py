@@ -34,13 +34,10 @@ nothing (a gunicorn master) reports no such series.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
-from threading import get_ident
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -68,16 +65,6 @@ try:  # the keys is_instrumentation_enabled() reads, read here from one context
     from opentelemetry.trace.propagation import _SPAN_KEY
 except ImportError:  # pragma: no cover - an API without them: asked as usual
     _SUPPRESS_KEY = _SUPPRESS_KEY_PLAIN = _SPAN_KEY = None  # type: ignore[assignment]
-
-try:  # the running loop or None, without get_running_loop()'s getpid() on 3.11
-    from asyncio import _get_running_loop as _running_loop
-except ImportError:  # pragma: no cover - an asyncio without it
-
-    def _running_loop() -> asyncio.AbstractEventLoop | None:
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            return None
 
 
 try:  # the API's proxy meter, live once a provider is set (private in the API)
@@ -144,17 +131,6 @@ _DIRECT_READS: Final = _reads_agree()
 
 _CONSUMERS: list[ResponseConsumer] = []
 
-# The telemetries that noted a loop's pool: a forked child's registry of
-# pools starts empty (see _pools), so each notes its loop again there.
-_NOTED: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for telemetry in list(_NOTED):
-        telemetry._noted = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The keys of the responses begun and not ended yet, in this process (set
 # operations are atomic under the GIL: a response may end in a worker thread).
@@ -221,12 +197,10 @@ class Telemetry:
     """Tracer, instruments and settings of one instrumentor."""
 
     __slots__ = (
-        "__weakref__",
         "_decided_for",
         "_drops_unsampled",
         "_live",
         "_no_spans",
-        "_noted",
         "_phase_detail",
         "_proxied",
         "_serving",
@@ -263,8 +237,6 @@ class Telemetry:
         self._proxied = isinstance(self.tracer, ProxyTracer)
         self._span_type: type | None = None
         self._drops_unsampled = False
-        # (thread, pool kind, loop) noted last: noted again only when one changes
-        self._noted: tuple[int, str, weakref.ref[Any]] | None = None
 
     def serving(self) -> None:
         """This process's app serves from now on: report the 304 zero series."""
@@ -399,20 +371,4 @@ class Telemetry:
         of ``kind`` (see :mod:`otel_fileresp._pools`): its gauges report it."""
         instruments = self.instruments
         if instruments is not None:
-            # The loop this thread noted last, while it runs, is noted already
-            # (asyncio.get_running_loop() would call getpid() on Python 3.11).
-            noted = self._noted
-            thread = get_ident()
-            if noted is not None and noted[0] == thread and noted[1] == kind:
-                loop = noted[2]()
-                if loop is not None and loop.is_running():
-                    return
             instruments.pools.note(kind, self.framework)
-            try:
-                loop = _running_loop()
-            except Exception:
-                failed("telemetry.note_pool")
-                return
-            if loop is not None:
-                self._noted = (thread, kind, weakref.ref(loop))
-                _NOTED.add(self)
