@@ -57,49 +57,35 @@ def metrics(
     framework = response.framework
     status = response.status
     opened = response.opened
-    key = (KEY_DURATION, framework, response.outcome, opened, status)
-    attributes = instruments.attributes_made.get(key)
-    if attributes is None:
-        attributes = instruments.attributes(key)
     instruments.duration.record(
-        (response.end_ns - response.started_ns) / 1e9, attributes, context=span_context
+        response.duration_s,
+        instruments.attributes((KEY_DURATION, framework, response.outcome, opened, status)),
+        context=span_context,
     )
     enabled = settings.phase_metrics
     if enabled:
-        if not response.phases:
-            # No phase happened (a lean record has none): only the wait.
-            if response.jobs and n.PHASE_THREADPOOL_WAIT in enabled:
-                wait_key = (KEY_PHASE, framework, n.PHASE_THREADPOOL_WAIT)
-                attributes = instruments.attributes_made.get(wait_key)
-                if attributes is None:
-                    attributes = instruments.attributes(wait_key)
-                instruments.phase_duration.record(
-                    response.wait_ns / 1e9, attributes, context=span_context
-                )
-        else:
-            # Each phase's duration only when a phase other than the wait is on.
-            durations = (
-                response.phase_durations()
-                if len(enabled) > 1 or n.PHASE_THREADPOOL_WAIT not in enabled
-                else {}
-            )
-            for phase in n.PHASES:
-                if phase not in enabled:
+        # Each phase's duration only for a record that has phases (a lean one
+        # has none: only its wait is recorded) and a phase other than the wait on.
+        durations = (
+            response.phase_durations()
+            if response.phases and (len(enabled) > 1 or n.PHASE_THREADPOOL_WAIT not in enabled)
+            else {}
+        )
+        for phase in n.PHASES:
+            if phase not in enabled:
+                continue
+            if phase == n.PHASE_THREADPOOL_WAIT:
+                if not response.jobs:
                     continue
-                if phase == n.PHASE_THREADPOOL_WAIT:
-                    if not response.jobs:
-                        continue
-                    value = response.wait_s
-                else:
-                    found = durations.get(phase)
-                    if found is None:
-                        continue
-                    value = found
-                instruments.phase_duration.record(
-                    value,
-                    instruments.attributes((KEY_PHASE, framework, phase)),
-                    context=span_context,
-                )
+                value = response.wait_s
+            else:
+                found = durations.get(phase)
+                if found is None:
+                    continue
+                value = found
+            instruments.phase_duration.record(
+                value, instruments.attributes((KEY_PHASE, framework, phase)), context=span_context
+            )
     if opened:
         instruments.open_counts.add(framework, status)
 

@@ -114,8 +114,7 @@ class Instruments:
         )
         # Worker-pool occupancy gauges; the framework modules note each pool.
         self.pools = PoolGauges(meter)
-        #: The attribute mappings made so far, by key (see :meth:`attributes`).
-        self.attributes_made: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
+        self._attributes: dict[tuple[Any, ...], Mapping[str, AttributeValue]] = {}
 
     def _observe_opens(self, options: CallbackOptions) -> Iterable[Observation]:
         try:
@@ -126,10 +125,10 @@ class Instruments:
 
     def attributes(self, key: tuple[Any, ...]) -> Mapping[str, AttributeValue]:
         """The attribute mapping for ``key`` (made once; the SDK hashes it each time)."""
-        attributes = self.attributes_made.get(key)
+        attributes = self._attributes.get(key)
         if attributes is None:
             attributes = metric_attributes(key)
-            self.attributes_made[key] = attributes
+            self._attributes[key] = attributes
         return attributes
 
 
