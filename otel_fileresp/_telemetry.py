@@ -270,16 +270,13 @@ class Telemetry:
         return False
 
     def _real_tracer(self) -> object:
+        """The tracer behind the API's proxy (the proxy itself until a provider is set)."""
         tracer = self.tracer
-        if isinstance(tracer, ProxyTracer):
-            return getattr(tracer, "_tracer", tracer)
-        return tracer
+        return getattr(tracer, "_tracer", tracer) if self._proxied else tracer
 
     def may_record_spans(self, parent: context_api.Context) -> bool:
         """False when no span of a response under ``parent`` can be recorded."""
-        tracer = self.tracer
-        if self._proxied:
-            tracer = getattr(tracer, "_tracer", tracer)
+        tracer = self._real_tracer()
         if tracer is not self._decided_for:
             # Once per tracer: a no-op tracer records nothing; a sampler known
             # to drop children of unsampled parents is not asked.
