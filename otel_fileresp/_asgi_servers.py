@@ -25,6 +25,7 @@ read: then only an exception from ``send`` or ``http.disconnect`` (Starlette
 
 from __future__ import annotations
 
+import weakref
 from types import FunctionType
 from typing import Any, Final
 
@@ -58,11 +59,12 @@ def client_gone_flag(send: Any) -> Flag | None:
     ``original_send``): only those are followed, a chain, not a tree.
 
     A chain of plain functions (closures, and ``functools.wraps``' wrappers
-    followed by their ``__wrapped__``), ending at a server's bound method, is
-    remembered by its first function (a route: each function's name and
-    cell, then the server's class and flag) and followed again by that route,
-    checked at every step and at the server, for the next response; any
-    other chain is walked. At most 256 routes are remembered: a chain past
+    followed by their ``__wrapped__``), ending at a server's bound method or
+    at a function with no ``send`` of its own, is remembered by its first
+    function (a route: each function's name and cell, then the server's class
+    and flag, or that very function) and followed again by that route,
+    checked at every step and at its end, for the next response; any other
+    chain is walked. At most 256 routes are remembered: a chain past
     that is walked each time (slower, never wrong)."""
     route = _ROUTES.get(_name_of(send))
     if route is not None:
@@ -72,12 +74,15 @@ def client_gone_flag(send: Any) -> Flag | None:
     return _walk(send)
 
 
-#: A chain of plain closures to a server's send: ((name, cell index), ...)
-#: (-2: its ``__wrapped__``), then the server's per-request class and its flag.
+#: A chain of plain closures: ((name, cell index), ...) (-2: its
+#: ``__wrapped__``; -1 last: the chain ends at a function with no ``send``),
+#: then what is at its end: the server's per-request class and its flag, or,
+#: for a chain with no server, that very function (weakly: only the same
+#: object, not another one of the same name and cells, ends the route).
 #: A closure is known by its function's module, qualified name and number of
 #: cells (not its ``__code__``: reading that is an audit event, which every
 #: audit hook of the process is called for).
-Route = tuple[tuple[tuple[Any, int], ...], type, str]
+Route = tuple[tuple[tuple[Any, int], ...], "type | weakref.ref[Any]", "str | None"]
 _ROUTES: dict[Any, Route] = {}
 _MISSED: Final = object()
 _WRAPPED: Final = -2  # a route's step to the function's __wrapped__
@@ -109,22 +114,27 @@ def _follow(send: Any, route: Route) -> object:
             continue
         if wrapped is not None:
             return _MISSED
-        if index < 0:  # pragma: no cover - such routes are not remembered
-            return _MISSED
+        if index < 0:  # a chain with no server: at that very function
+            end = route[1]
+            return None if isinstance(end, weakref.ref) and end() is fn else _MISSED
         try:
             fn = closure[index].cell_contents  # type: ignore[index]
         except (ValueError, IndexError, TypeError):  # an empty cell
             return _MISSED
     owner = getattr(fn, "__self__", None)
     flag = route[2]
-    if type(owner) is not route[1] or not isinstance(getattr(owner, flag, None), bool):
+    if (
+        flag is None
+        or type(owner) is not route[1]
+        or not isinstance(getattr(owner, flag, None), bool)
+    ):
         return _MISSED
     return owner, flag
 
 
-def _remember(steps: list[tuple[Any, int]], owner: object, flag: str) -> None:
+def _remember(steps: list[tuple[Any, int]], end: type | weakref.ref[Any], flag: str | None) -> None:
     if steps and len(_ROUTES) < 256:
-        _ROUTES[steps[0][0]] = (tuple(steps), type(owner), flag)
+        _ROUTES[steps[0][0]] = (tuple(steps), end, flag)
 
 
 def _walk(send: Any) -> Flag | None:
@@ -137,7 +147,7 @@ def _walk(send: Any) -> Flag | None:
             found = _client_gone_flag(owner)
             if found is not None:
                 if closures_only:
-                    _remember(steps, owner, found[1])
+                    _remember(steps, type(owner), found[1])
                 return found
             closures_only = False
             inner = getattr(owner, "send", None)  # a responder (GZip's, say)
@@ -163,8 +173,8 @@ def _walk(send: Any) -> Flag | None:
             index = _send_cell(code)
         steps.append((_name_of(fn), index))
         if index < 0:
-            # Not remembered: nothing at the end of such a route could show
-            # that a function of the same name and cells is another one.
+            if closures_only:  # fn is a plain function: it takes a weak reference
+                _remember(steps, weakref.ref(fn), None)
             return None
         try:
             fn = fn.__closure__[index].cell_contents

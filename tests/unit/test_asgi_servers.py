@@ -95,4 +95,7 @@ def test_no_server_behind_the_chain() -> None:
         pass
 
     assert client_gone_flag(middleware(app_send)) is None
+    # Remembered with that very function at its end, and followed again.
+    route = _asgi_servers._ROUTES[_asgi_servers._name_of(middleware(app_send))]
+    assert route[1]() is app_send  # type: ignore[operator]
     assert client_gone_flag(middleware(app_send)) is None
