@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,11 +31,39 @@ REQUEST_TIMEOUT = 20.0
 BODY = b"hello, file\n" * 100
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Below the kernel's ephemeral range: a port the kernel picked (bind to 0) is
+# one it may give to the next outgoing connection of any process (an OTLP
+# exporter's, a test client's) before the server we start binds it.
+_PORTS = range(max(1024, min(_ephemeral_low(), 61000) - 20000), min(_ephemeral_low(), 61000))
+_PICK = random.Random()
+PORT_ATTEMPTS = 5
+
+
 def free_port() -> int:
-    """A loopback port free now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, outside the kernel's ephemeral range, so no
+    outgoing connection takes it before a server binds it."""
+    for _ in range(200):
+        port = _PICK.choice(_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORTS}")
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's log says it could not bind its port."""
+    lowered = log.lower()
+    return "address already in use" in lowered or "connection in use" in lowered
 
 
 def _request(
@@ -116,7 +145,6 @@ def server_process(
     ``stop_signal`` and waits (bounded) for the process and everything it
     started to exit.
     """
-    port = free_port()
     static = tmp_path / "static"
     static.mkdir(exist_ok=True)
     (static / "hello.txt").write_bytes(BODY)
@@ -145,26 +173,44 @@ def server_process(
         environ["PYTHONPATH"] = str(hide(tmp_path, hidden))
     environ.update(env or {})
     launcher = [str(BIN / "opentelemetry-instrument")] if auto else []
-    argv = [*launcher, *(a.format(port=port) for a in command)]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: nothing can be left behind
-        )
-    server = Server(process, port, log_path)
+    for attempt in range(PORT_ATTEMPTS):  # a port free when picked may be taken before the bind
+        port = free_port()
+        argv = [*launcher, *(a.format(port=port) for a in command)]
+        log_path = tmp_path / ("server.log" if attempt == 0 else f"server-{attempt}.log")
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: nothing can be left behind
+            )
+        server = Server(process, port, log_path)
+        if _start(server, ready_path, last_attempt=attempt == PORT_ATTEMPTS - 1):
+            break
     try:
-        _wait_until_serving(server, ready_path)
         yield server
         stop_server(server, stop_signal)
     finally:
         if process.poll() is None or group_alive(process.pid):
             kill_group(process)
+
+
+def _start(server: Server, ready_path: str, *, last_attempt: bool) -> bool:
+    """Wait until ``server`` serves (True), or it exited because its port was
+    taken and another port may be tried (False); fail otherwise."""
+    try:
+        _wait_until_serving(server, ready_path)
+    except BaseException:
+        process = server.process
+        if process.poll() is None or group_alive(process.pid):
+            kill_group(process)
+        if last_attempt or process.returncode is None or not port_taken(server.log()):
+            raise
+        return False
+    return True
 
 
 def _wait_until_serving(server: Server, ready_path: str) -> None:
