@@ -349,6 +349,50 @@ class _LeanJob(PoolJob):
                 failed("record.job")
 
 
+class _LeanJobWithRules(_LeanJob):
+    """A job of a lean record whose result matters beyond its wait: a
+    lookup's (the served file it found, an error it raised) and an open's
+    (whether it opened the served file)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """(Worker side) :meth:`_LeanJob.__call__`, then the job's rules and
+        callbacks (which run whether the job was the response's or not, as
+        a detailed job's do)."""
+        self.started = started = perf_counter_ns()
+        token = _CURRENT.set(self)
+        try:
+            result = self._fn(*args, **kwargs)
+        except BaseException as exc:
+            _CURRENT.reset(token)
+            self._then(started, False, exc)
+            raise
+        _CURRENT.reset(token)
+        self._then(started, True, result)
+        return result
+
+    def _then(self, started: int, ok: bool, outcome: Any) -> None:
+        record = self.record
+        try:
+            if (
+                record.state < _ENDED
+                and record._count_job(self.submitted, started) is not None
+                and self.kind == n.JOB_OPEN
+                and record.is_served(self.opens)
+            ):
+                # The served file's open (wrap_job compared no path: here).
+                if ok:
+                    record._served_file_opened(started, perf_counter_ns())
+                else:
+                    record._served_file_open_failed(started)
+            then = self._on_result if ok else self._on_error
+            if then is not None:
+                then(record, outcome)
+        except Exception:
+            failed("record.job.then")
+
+
 _new_job: Final[Callable[[type[_LeanJob]], _LeanJob]] = object.__new__
 _new_pool_job: Final[Callable[[type[PoolJob]], PoolJob]] = object.__new__
 
@@ -373,6 +417,7 @@ class ResponseRecord:
         "_open_start_ns",
         "_opened",
         "_outcome",
+        "_owed",
         "_phases",
         "_precondition_header",
         "_precondition_result",
@@ -436,6 +481,9 @@ class ResponseRecord:
         self._error_type: str | None = None
         self._head = False
         self._expected_bytes: int | None = None
+        # The body bytes owed, fixed when the head is handed over (0: none,
+        # a HEAD or a bodiless status; -1: not announced).
+        self._owed = -1
         #: The body bytes handed over so far.
         self.bytes_sent = 0
         self._transfer = n.TRANSFER_NONE
@@ -477,6 +525,7 @@ class ResponseRecord:
         try:
             if head:
                 self._head = True
+                self._owed = 0
             if self.state is not _PENDING:
                 return
             self.state = _SERVING
@@ -551,11 +600,8 @@ class ResponseRecord:
 
     def _all_sent(self) -> bool:
         """Whether everything the client is owed was handed over (head sent)."""
-        status = self.status
-        if self._head or (status is not None and _bodiless(status)):
-            return True
-        expected = self._expected_bytes
-        return expected is not None and self.bytes_sent >= expected
+        owed = self._owed
+        return owed >= 0 and self.bytes_sent >= owed
 
     # -- the file ----------------------------------------------------------------
 
@@ -815,18 +861,22 @@ class ResponseRecord:
             if state is _PENDING and not self._started_ns:
                 self._started_ns = submitted  # where it starts, if it begins
             if not self.detailed:
-                # Lean: the job's wait only, and whether an open job opened
-                # the served file (compared once it ran, see _job_ran).
+                # Lean: the job's wait only, and what a lookup found or an
+                # open of the served file that failed (the audit hook saw it
+                # tried; compared once it ran, see _LeanJobWithRules).
                 if kind != n.JOB_OPEN and on_result is None and on_error is None:
                     job = _new_job(_LeanJob)
-                    job.record = self
-                    job._fn = fn
                     job.kind = n.JOB_OTHER
-                    job.submitted = submitted
-                    return job
-                return self._job(
-                    fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
-                )
+                else:
+                    job = _new_job(_LeanJobWithRules)
+                    job.kind = kind or n.JOB_OTHER
+                    job.opens = opens
+                    job._on_result = on_result
+                    job._on_error = on_error
+                job.record = self
+                job._fn = fn
+                job.submitted = submitted
+                return job
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
             elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
@@ -897,11 +947,13 @@ class ResponseRecord:
         or after the end, which is not the response's. The one owner of the
         rule, for the lean jobs and the detailed ones."""
         end = self._end_ns
-        if end is None and self.state is _HEAD_SENT and self._all_sent():
-            # Everything owed was handed over already (a 0-byte file, a
-            # HEAD, a stat that said less than the file holds): the last
-            # byte is the response's end, whatever runs after it.
-            end = self._last_byte_ns
+        if end is None:
+            owed = self._owed  # _all_sent(), without its call: once per job
+            if owed >= 0 and self.bytes_sent >= owed and self.state is _HEAD_SENT:
+                # Everything owed was handed over already (a 0-byte file, a
+                # HEAD, a stat that said less than the file holds): the last
+                # byte is the response's end, whatever runs after it.
+                end = self._last_byte_ns
         if end is not None:
             if submitted >= end:
                 return None
@@ -922,15 +974,7 @@ class ResponseRecord:
             if wait is None:
                 return
             started = submitted + wait  # its start, or the end if it started later
-            kind = job.kind
-            if not self.detailed:
-                # The served file's open (wrap_job compared no path: here).
-                if kind == n.JOB_OPEN and self.is_served(job.opens):
-                    if ok:
-                        self._served_file_opened(started, ended)
-                    else:
-                        self._served_file_open_failed(started)
-                return
+            kind = job.kind  # a detailed record's job (a lean one's: _LeanJob)
             if kind == n.JOB_READ:
                 self._transfer = n.TRANSFER_READ
             elif kind == n.JOB_OPEN and job.opens is not None:
@@ -971,6 +1015,10 @@ class ResponseRecord:
                 self.state = _HEAD_SENT
                 self._expected_bytes = content_length
                 self._last_byte_ns = at_ns
+            if self._head or _bodiless(status):
+                self._owed = 0
+            elif self.state is _HEAD_SENT:
+                self._owed = -1 if self._expected_bytes is None else self._expected_bytes
         except Exception:
             failed("record.head_sent")
 
