@@ -9,6 +9,7 @@ runs, as a server span would.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from support.apps import (
     FRAMEWORKS,
+    PATH,
     SAMPLED,
     UNSAMPLED,
     counts_by_phase,
     points,
+    serve,
     serve_requests,
 )
 from support.harness import Telemetry
@@ -162,3 +165,67 @@ def test_a_sampler_that_drops_is_obeyed(framework: str, files: Path, telemetry: 
     serve_requests(framework, files, telemetry, {"traceparent": SAMPLED})
     assert counting.asked >= 3
     assert telemetry.spans() == []
+
+
+# -- the lean collection records what the detailed one does -------------------------------
+
+# (method, path, headers); "{etag}" is the served file's ETag from a first GET.
+_CASES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("GET", "/static/small.txt", {}),
+    ("GET", "/static/small.txt", {"If-None-Match": "{etag}"}),
+    ("HEAD", "/static/small.txt", {}),
+    ("GET", "/static/small.txt", {"Range": "bytes=0-9"}),
+    ("GET", "/static/small.txt", {"Range": "bytes=999999-"}),
+    ("GET", "/static/empty.txt", {}),
+    ("GET", "/static/large.bin", {}),
+    ("GET", "/static/missing.txt", {}),
+    ("GET", "/static/sub", {}),
+    ("GET", "/file/small.txt", {}),
+)
+
+
+def _recorded(framework: str, files: Path, telemetry: Telemetry, traceparent: str) -> Any:
+    """Every case served under ``traceparent``: the statuses, and our metric
+    points (duration attributes and counts, opens, waits)."""
+    with serve(framework, files, telemetry) as served:
+        etag = served.request("GET", PATH, {"traceparent": traceparent}).header("etag")
+        statuses = [
+            served.request(
+                method,
+                path,
+                {
+                    "traceparent": traceparent,
+                    **{k: v.format(etag=etag) for k, v in headers.items()},
+                },
+            ).status
+            for method, path, headers in _CASES
+        ]
+        assert served.settled()
+    durations: Counter[tuple[tuple[str, Any], ...]] = Counter()
+    for point in points(telemetry, "fileresp.duration"):
+        durations[tuple(sorted(point.attributes.items()))] += point.count
+    opens = {p.attributes[n.ATTR_STATUS_CODE]: p.value for p in points(telemetry, "fileresp.opens")}
+    return statuses, durations, opens, counts_by_phase(telemetry)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_lean_responses_record_the_same_points_as_detailed_ones(
+    framework: str, files: Path, tmp_path: Path
+) -> None:
+    """Unsampled (lean: no span, only the wait's phase) and sampled (every
+    phase collected) responses of the same cases give the same statuses and
+    the same metric points: outcome, ``opened``, status and framework of each
+    duration point, the opens by status, the number of pool-wait points."""
+    detailed = with_sampler(Telemetry(), ParentBased(ALWAYS_ON))
+    lean = with_sampler(Telemetry(), ParentBased(ALWAYS_ON))
+    try:
+        sampled = _recorded(framework, files, detailed, SAMPLED)
+        unsampled = _recorded(framework, files, lean, UNSAMPLED)
+        assert detailed.spans() and not lean.spans()  # the two collections, indeed
+    finally:
+        detailed.shutdown()
+        lean.shutdown()
+    assert unsampled == sampled
+    statuses, durations, opens, _ = sampled
+    assert statuses[:2] == [200, 304] and opens[304] == 0 and opens[200] >= 1
+    assert len(durations) >= 4  # the cases differ in what they record (fewer: no ranges)

@@ -602,3 +602,64 @@ def test_lean_and_detailed_count_the_same_jobs_and_wait(detailed: bool) -> None:
         after()
     facts = record.facts()
     assert (facts.jobs, facts.wait_ns) == (1, 500)
+
+
+def _failing(*args: Any) -> Any:
+    raise PermissionError(13, "Permission denied")
+
+
+@pytest.mark.parametrize("detailed", [True, False], ids=["detailed", "lean"])
+def test_an_open_job_of_the_served_file_decides_opened_in_both_collections(
+    detailed: bool,
+) -> None:
+    """An open job tells whether the served file was opened (not another
+    path's, and not one that failed), lean or detailed alike."""
+    failed_open, _ = new(detailed=detailed)
+    failed_open.looked_up("/srv/app.js", 16)
+    failing = failed_open.wrap_job(_failing, n.JOB_OPEN, opens="/srv/app.js")
+    assert failing is not None
+    failed_open.open_seen("/srv/app.js")  # the audit event comes before the open
+    with pytest.raises(PermissionError):
+        failing("/srv/app.js")
+    assert not failed_open.facts().opened
+    assert failed_open.facts().jobs == 1
+
+    other, _ = new(detailed=detailed)
+    other.looked_up("/srv/app.js", 16)
+    run_job(other, n.JOB_OPEN, opens="/srv/manifest.json")(object())
+    assert not other.facts().opened
+
+    served, _ = new(detailed=detailed)
+    served.looked_up("/srv/app.js", 16)
+    run_job(served, n.JOB_OPEN, opens="/srv/app.js")(object())  # no audit event seen
+    assert served.facts().opened
+
+
+@pytest.mark.parametrize("detailed", [True, False], ids=["detailed", "lean"])
+def test_a_lookup_jobs_callbacks_run_in_both_collections(detailed: bool) -> None:
+    """What a lookup found (its result) or raised (its error) reaches the
+    adapter's callback whether the record is lean or detailed, and the job
+    counts; the job's own result or exception is the framework's, untouched."""
+    found: list[Any] = []
+    record, _ = new(detailed=detailed)
+    job = record.wrap_job(
+        lambda path: (path, 16),
+        n.JOB_LOOKUP,
+        on_result=lambda rec, result: found.append(("result", rec is record, result)),
+        on_error=lambda rec, exc: found.append(("error", rec is record, type(exc))),
+    )
+    assert job is not None and job("/srv/app.js") == ("/srv/app.js", 16)
+    failing = record.wrap_job(
+        _failing,
+        n.JOB_LOOKUP,
+        on_result=lambda rec, result: found.append(("result", rec is record, result)),
+        on_error=lambda rec, exc: found.append(("error", rec is record, type(exc))),
+    )
+    assert failing is not None
+    with pytest.raises(PermissionError):
+        failing()
+    assert found == [
+        ("result", True, ("/srv/app.js", 16)),
+        ("error", True, PermissionError),
+    ]
+    assert record.facts().jobs == 2
