@@ -139,6 +139,10 @@ ROLES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     # this package's patch points wrapped (with wrapt) by call-through
     # wrappers: the patching's own cost, before any of the package's logic
     ("nosdk", "patches"): {kind: ("patches_nomw_nosdk", "patches_nosdk") for kind in FILE_KINDS},
+    # this package with one observation switched off (ablation.py)
+    ("sdk", "ablated"): {
+        kind: ("ours_unsampled", "replay_metrics", "replay_none") for kind in FILE_KINDS
+    },
 }
 
 
@@ -397,14 +401,21 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("sdk", choices=("sdk", "nosdk"))
-    parser.add_argument("role", choices=("bare", "ours", "patches", "nometrics", "both"))
+    parser.add_argument(
+        "role", choices=("bare", "ours", "patches", "nometrics", "both", "ablated")
+    )
     parser.add_argument("root", type=Path)
     parser.add_argument("library", help="the counter helper, or - for wall time")
     parser.add_argument("--responses", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=0, help="wall time: rounds")
     parser.add_argument("--seconds", type=float, default=0.05, help="wall time: per batch")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ablate", default="none", help="ablated: what to switch off")
     args = parser.parse_args(argv)
+    if args.role == "ablated" and args.ablate != "none":
+        import ablation
+
+        ablation.apply(args.framework, args.ablate)
     if args.sdk == "nosdk":
         import _contrib
 
@@ -418,7 +429,14 @@ def _child(argv: list[str]) -> int:
         sys.setswitchinterval(30.0)
 
     async def main() -> dict[str, Any]:
-        ours = {"bare": False, "ours": True, "patches": False, "nometrics": True, "both": None}
+        ours = {
+            "bare": False,
+            "ours": True,
+            "patches": False,
+            "nometrics": True,
+            "both": None,
+            "ablated": True,
+        }
         child = _Child(
             args.framework,
             args.root,
@@ -427,6 +445,8 @@ def _child(argv: list[str]) -> int:
             args.role == "patches",
             args.role == "nometrics",
         )
+        if args.role == "ablated":
+            child.modes = ROLES[("sdk", "ablated")]
         await child.setup(args.role == "nometrics")
         try:
             if args.rounds:

@@ -32,6 +32,11 @@ runs ``instructions``, ``profile``, ``work``, ``e2e``, ``memory`` and
   apart, and the C-level work (wrapt, ContextVar, ``perf_counter_ns``,
   objects made) instrumented less not (``per_function.py``; about 2
   minutes);
+- ``ablation`` (only when asked for): what each observation costs: this
+  package's own work per unsampled response with one observation switched
+  off (the pool jobs, the send observer, the head observer, the lookup, the
+  client-gone flag, the audit hook), against all on (``ablation.py``; about
+  5 minutes);
 - ``micro`` (only when asked for): issue 6's in-process wall-time modes,
   interleaved A/B, without contrib's middleware (``micro.py``);
 - ``quantiles``: issue 18's quantile error of the documented PromQL over
@@ -62,7 +67,16 @@ sys.path.insert(1, str(HERE.parent))  # this checkout's otel_fileresp
 
 from _common import environment, loadavg, make_site, table  # noqa: E402
 
-SECTIONS = ("instructions", "profile", "work", "e2e", "memory", "quantiles", "micro")
+SECTIONS = (
+    "instructions",
+    "profile",
+    "work",
+    "e2e",
+    "memory",
+    "quantiles",
+    "micro",
+    "ablation",
+)
 DEFAULT_SECTIONS = SECTIONS[:6]
 
 
@@ -170,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             emit("\n## In-process overhead (interleaved A/B)\n\n" + micro.__doc__.strip())
             emit("\n" + text)
             checks += found
-        if "instructions" in sections or "profile" in sections:
+        if {"instructions", "profile", "ablation"} & set(sections):
             import instructions
 
             missing = instructions.missing_tools()
@@ -201,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 profiled = per_function.run(root, args.responses or 30, log)
                 emit("\n" + per_function.report(profiled))
+        if "ablation" in sections:
+            import ablation
+
+            emit("\n## What each observation costs (valgrind)\n\n" + ablation.__doc__.strip())
+            if missing:
+                emit(f"\nSkipped: this machine has no {', '.join(missing)}.")
+            else:
+                emit("\n" + ablation.report(ablation.run(root, args.responses or 30, log)))
         if "work" in sections:
             import work
 
