@@ -190,13 +190,13 @@ def report(counts: Counts) -> str:
         "| framework | switched off | own work, 200 | saved, 200 | own work, 304 | saved, 304 |",
         "|---|---|---|---|---|---|",
     ]
-    for framework in ABLATIONS:
+    for framework, ablations in ABLATIONS.items():
         full = {kind: own_work(counts, framework, "none", kind) for kind in ("200", "304")}
         lines.append(
             f"| {framework} | nothing (every observation on) | {full['200'] / 1e3:.0f} k | | "
             f"{full['304'] / 1e3:.0f} k | |"
         )
-        for ablation, what in ABLATIONS[framework].items():
+        for ablation, what in ablations.items():
             cells = []
             for kind in ("200", "304"):
                 own = own_work(counts, framework, ablation, kind)

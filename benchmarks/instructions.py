@@ -401,9 +401,7 @@ def _child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("sdk", choices=("sdk", "nosdk"))
-    parser.add_argument(
-        "role", choices=("bare", "ours", "patches", "nometrics", "both", "ablated")
-    )
+    parser.add_argument("role", choices=("bare", "ours", "patches", "nometrics", "both", "ablated"))
     parser.add_argument("root", type=Path)
     parser.add_argument("library", help="the counter helper, or - for wall time")
     parser.add_argument("--responses", type=int, default=50)
