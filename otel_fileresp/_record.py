@@ -111,9 +111,11 @@ are counted too: a response is complete when all it announced went). It is
 decided once, when the record is made (:attr:`ResponseRecord.detailed`), and
 the lean path runs only what those facts need: a job is a
 :class:`_LeanJob` that counts its wait and nothing else (no kind, no
-callback), unless it opens a file (was it the served one, and did it open?)
-or has a callback of the adapter (a lookup); no path is compared when a job
-is submitted; no phase is marked; the transfer stays ``none``. The truth
+callback), or, when it opens a file (was it the served one, and did it
+open?) or has a callback of the adapter (a lookup), a
+:class:`_LeanJobWithRules` that applies those rules once it ran; no path is
+compared when a job is submitted; no phase is marked; the transfer stays
+``none``. The truth
 rules below hold on both paths. When the record ends it freezes its facts into one
 :class:`~otel_fileresp._finished.FinishedResponse` (:meth:`~ResponseRecord.facts`),
 handed to its consumer: that value is all emission
@@ -276,7 +278,7 @@ class PoolJob(Scope):
         "submitted",
     )
 
-    # Made only by ResponseRecord._job (and _LeanJob by wrap_job), which set
+    # Made only by ResponseRecord._job (and the lean jobs by wrap_job), which set
     # every slot: no __init__ frame per job.
     record: ResponseRecord
     _fn: Callable[..., Any]
