@@ -15,9 +15,6 @@ replaced by a pass-through:
   response): the job is submitted as it is, so no wait is measured. The
   patch point itself stays (wrapt's call of the hook, and the hook's
   context read);
-- ``lookup`` (aiohttp): a static route's lookup job, the record made at the
-  lookup, its cancellation watch (a record is made when the
-  ``FileResponse`` is built instead);
 - ``send`` (Starlette): the observer of the ASGI messages (status, bytes,
   the end stamped when the last byte is handed over, a client gone);
   (aiohttp): the wrapper of its send method (the end of the body);
@@ -34,7 +31,10 @@ metric calls, so the figure compared is always this package's own work. The
 saving of an ablation is what that observation costs, give or take what
 the response's other path costs instead; the ablations do not add up to the
 total (the record, its start and end, emission and the patch points remain
-in each). Counts are two passes of callgrind's instruction counter, as in
+in each). A static route's lookup job is not switched off: the record it
+makes in the handler is what gives the response its parent (a record made
+in the worker that builds the ``FileResponse`` would be a root, sampled).
+Counts are two passes of callgrind's instruction counter, as in
 the ``instructions`` section.
 """
 
@@ -60,7 +60,6 @@ ABLATIONS: dict[str, dict[str, str]] = {
     },
     "aiohttp": {
         "jobs": "the pool jobs' logic inside a response (submit's hook calls through)",
-        "lookup": "the static lookup's job and its record made at the lookup",
         "head": "the head observer (_write_headers)",
         "send": "the send method's wrapper (the body's end)",
         "audit": "the open audit hook",
@@ -91,11 +90,10 @@ def apply(framework: str, ablation: str) -> None:
 
         hooks = aiohttp._AiohttpHooks
         submit = hooks.submit
-        if ablation in ("jobs", "lookup"):
-            inside = ablation == "jobs"
+        if ablation == "jobs":
 
             def passing(self: Any, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                if (current_scope() is not None) == inside:
+                if current_scope() is not None:
                     return wrapped(*args, **kwargs)
                 return submit(self, wrapped, instance, args, kwargs)
 

@@ -34,8 +34,8 @@ runs ``instructions``, ``profile``, ``work``, ``e2e``, ``memory`` and
   minutes);
 - ``ablation`` (only when asked for): what each observation costs: this
   package's own work per unsampled response with one observation switched
-  off (the pool jobs, the send observer, the head observer, the lookup, the
-  client-gone flag, the audit hook), against all on (``ablation.py``; about
+  off (the pool jobs, the send observer, the head observer, the client-gone
+  flag, the audit hook), against all on (``ablation.py``; about
   5 minutes);
 - ``micro`` (only when asked for): issue 6's in-process wall-time modes,
   interleaved A/B, without contrib's middleware (``micro.py``);
