@@ -351,34 +351,22 @@ class _LeanJob(PoolJob):
                 failed("record.job")
 
 
-class _LeanJobWithRules(_LeanJob):
+class _LeanJobWithRules(PoolJob):
     """A job of a lean record whose result matters beyond its wait: a
     lookup's (the served file it found, an error it raised) and an open's
-    (whether it opened the served file)."""
+    (whether it opened the served file). Run as any :class:`PoolJob`; once
+    it ran, only the lean facts' rules and the adapter's callbacks (which
+    run whether the job was the response's or not, as a detailed job's do)."""
 
     __slots__ = ()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """(Worker side) :meth:`_LeanJob.__call__`, then the job's rules and
-        callbacks (which run whether the job was the response's or not, as
-        a detailed job's do)."""
-        self.started = started = perf_counter_ns()
-        token = _CURRENT.set(self)
-        try:
-            result = self._fn(*args, **kwargs)
-        except BaseException as exc:
-            _CURRENT.reset(token)
-            self._then(started, False, exc)
-            raise
-        _CURRENT.reset(token)
-        self._then(started, True, result)
-        return result
-
-    def _then(self, started: int, ok: bool, outcome: Any) -> None:
+    def _ran(self, ok: bool, outcome: Any) -> None:
         record = self.record
+        started = self.started
         try:
             if (
-                record.state < _ENDED
+                started is not None
+                and record.state < _ENDED
                 and record._count_job(self.submitted, started) is not None
                 and self.kind == n.JOB_OPEN
                 and record.is_served(self.opens)
@@ -868,17 +856,21 @@ class ResponseRecord:
                 # tried; compared once it ran, see _LeanJobWithRules).
                 if kind != n.JOB_OPEN and on_result is None and on_error is None:
                     job = _new_job(_LeanJob)
+                    job.record = self
+                    job._fn = fn
                     job.kind = n.JOB_OTHER
-                else:
-                    job = _new_job(_LeanJobWithRules)
-                    job.kind = kind or n.JOB_OTHER
-                    job.opens = opens
-                    job._on_result = on_result
-                    job._on_error = on_error
-                job.record = self
-                job._fn = fn
-                job.submitted = submitted
-                return job
+                    job.submitted = submitted
+                    return job
+                return self._job(
+                    fn,
+                    kind or n.JOB_OTHER,
+                    submitted,
+                    opens,
+                    False,
+                    on_result,
+                    on_error,
+                    _LeanJobWithRules,
+                )
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
             elif kind in (n.JOB_READ, n.JOB_CLOSE) and reads is not None:
@@ -901,10 +893,11 @@ class ResponseRecord:
         is_stat: bool,
         on_result: Callable[[ResponseRecord, Any], None] | None,
         on_error: Callable[[ResponseRecord, BaseException], None] | None,
+        job_type: type[PoolJob] = PoolJob,
     ) -> PoolJob:
-        """A :class:`PoolJob` of this record, every slot set here (it has no
+        """A ``job_type`` job of this record, every slot set here (it has no
         ``__init__``: a Python call less per job)."""
-        job = _new_pool_job(PoolJob)
+        job = _new_pool_job(job_type)
         job.record = self
         job._fn = fn
         job.kind = kind
