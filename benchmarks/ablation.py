@@ -41,7 +41,6 @@ the ``instructions`` section.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -132,12 +131,7 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="fileresp-ablation-") as tmp:
         work = Path(tmp)
-        (work / "helper.c").write_text(instructions.HELPER_SOURCE)
-        library = work / "libfileresp_count.so"
-        subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(work / "helper.c")],
-            check=True,
-        )
+        library = instructions.counter_library(work)
         children: list[Any] = []
         processes = [
             (str(number), framework, ablation)
@@ -150,10 +144,7 @@ def run(
             out.mkdir()
             role = "bare" if ablation == "bare" else "ablated"
             command = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}/callgrind.out.%p",
+                *instructions.callgrind(out),
                 sys.executable,
                 str(HERE / "instructions.py"),
                 framework,

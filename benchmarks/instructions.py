@@ -183,6 +183,26 @@ TARGET_NONFILE = 1.005
 TARGET_SPREAD = 0.005
 
 
+def counter_library(work: Path) -> Path:
+    """The counter helper (:data:`HELPER_SOURCE`), compiled in ``work``."""
+    source = work / "helper.c"
+    source.write_text(HELPER_SOURCE)
+    library = work / "libfileresp_count.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True)
+    return library
+
+
+def callgrind(out: Path) -> list[str]:
+    """valgrind's command line counting a child's instructions, its dumps in ``out``
+    (counting starts when the child's helper says so)."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}/callgrind.out.%p",
+    ]
+
+
 def missing_tools() -> list[str]:
     """What this section needs and this machine lacks."""
     missing = [tool for tool in ("valgrind", "gcc") if shutil.which(tool) is None]
@@ -583,12 +603,7 @@ def run(
     them natively (one process at a time); ``rounds=0`` skips the wall time."""
     with tempfile.TemporaryDirectory(prefix="fileresp-instructions-") as tmp:
         work = Path(tmp)
-        source = work / "helper.c"
-        source.write_text(HELPER_SOURCE)
-        library = work / "libfileresp_count.so"
-        subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True
-        )
+        library = counter_library(work)
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         counted = _children(
             work,

@@ -495,12 +495,7 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
 
     with tempfile.TemporaryDirectory(prefix="fileresp-profile-") as tmp:
         work = Path(tmp)
-        helper = work / "helper.c"
-        helper.write_text(instructions.HELPER_SOURCE)
-        library = work / "libfileresp_count.so"
-        subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(helper)], check=True
-        )
+        library = instructions.counter_library(work)
         build_extension(work)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         env["PYTHONHASHSEED"] = "0"
@@ -510,10 +505,7 @@ def run(root: Path, responses: int, log: Callable[[str], None], timeout: float =
                 out = work / f"{framework}-{variant}"
                 out.mkdir()
                 command = [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--instr-atstart=no",
-                    f"--callgrind-out-file={out}/callgrind.out.%p",
+                    *instructions.callgrind(out),
                     sys.executable,
                     str(Path(__file__).resolve()),
                     framework,
