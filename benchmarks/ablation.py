@@ -34,8 +34,13 @@ total (the record, its start and end, emission and the patch points remain
 in each). A static route's lookup job is not switched off: the record it
 makes in the handler is what gives the response its parent (a record made
 in the worker that builds the ``FileResponse`` would be a root, sampled).
-Counts are two passes of callgrind's instruction counter, as in
-the ``instructions`` section.
+Counts are callgrind's instruction counts, two passes per process as in
+the ``instructions`` section, each process run three times (rounds): two
+processes of the same code differ by a few thousand instructions per
+response (their memory layouts differ), which the report shows. With
+``audit`` off, aiohttp's lean record no longer knows that the file was
+opened (its open is seen only by the hook), so that saving includes the
+opens counter's update it then skips.
 """
 
 from __future__ import annotations
