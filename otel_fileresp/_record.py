@@ -111,11 +111,9 @@ are counted too: a response is complete when all it announced went). It is
 decided once, when the record is made (:attr:`ResponseRecord.detailed`), and
 the lean path runs only what those facts need: a job is a
 :class:`_LeanJob` that counts its wait and nothing else (no kind, no
-callback), or, when it opens a file (was it the served one, and did it
-open?) or has a callback of the adapter (a lookup), a
-:class:`_LeanJobWithRules` that applies those rules once it ran; no path is
-compared when a job is submitted; no phase is marked; the transfer stays
-``none``. The truth
+callback), unless it opens a file (was it the served one, and did it open?)
+or has a callback of the adapter (a lookup); no path is compared when a job
+is submitted; no phase is marked; the transfer stays ``none``. The truth
 rules below hold on both paths. When the record ends it freezes its facts into one
 :class:`~otel_fileresp._finished.FinishedResponse` (:meth:`~ResponseRecord.facts`),
 handed to its consumer: that value is all emission
@@ -278,7 +276,7 @@ class PoolJob(Scope):
         "submitted",
     )
 
-    # Made only by ResponseRecord._job (and the lean jobs by wrap_job), which set
+    # Made only by ResponseRecord._job (and _LeanJob by wrap_job), which set
     # every slot: no __init__ frame per job.
     record: ResponseRecord
     _fn: Callable[..., Any]
@@ -351,38 +349,6 @@ class _LeanJob(PoolJob):
                 failed("record.job")
 
 
-class _LeanJobWithRules(PoolJob):
-    """A job of a lean record whose result matters beyond its wait: a
-    lookup's (the served file it found, an error it raised) and an open's
-    (whether it opened the served file). Run as any :class:`PoolJob`; once
-    it ran, only the lean facts' rules and the adapter's callbacks (which
-    run whether the job was the response's or not, as a detailed job's do)."""
-
-    __slots__ = ()
-
-    def _ran(self, ok: bool, outcome: Any) -> None:
-        record = self.record
-        started = self.started
-        try:
-            if (
-                started is not None
-                and record.state < _ENDED
-                and record._count_job(self.submitted, started) is not None
-                and self.kind == n.JOB_OPEN
-                and record.is_served(self.opens)
-            ):
-                # The served file's open (wrap_job compared no path: here).
-                if ok:
-                    record._served_file_opened(started, perf_counter_ns())
-                else:
-                    record._served_file_open_failed(started)
-            then = self._on_result if ok else self._on_error
-            if then is not None:
-                then(record, outcome)
-        except Exception:
-            failed("record.job.then")
-
-
 _new_job: Final[Callable[[type[_LeanJob]], _LeanJob]] = object.__new__
 _new_pool_job: Final[Callable[[type[PoolJob]], PoolJob]] = object.__new__
 
@@ -407,7 +373,6 @@ class ResponseRecord:
         "_open_start_ns",
         "_opened",
         "_outcome",
-        "_owed",
         "_phases",
         "_precondition_header",
         "_precondition_result",
@@ -471,9 +436,6 @@ class ResponseRecord:
         self._error_type: str | None = None
         self._head = False
         self._expected_bytes: int | None = None
-        # The body bytes owed, fixed when the head is handed over (0: none,
-        # a HEAD or a bodiless status; -1: not announced).
-        self._owed = -1
         #: The body bytes handed over so far.
         self.bytes_sent = 0
         self._transfer = n.TRANSFER_NONE
@@ -515,7 +477,6 @@ class ResponseRecord:
         try:
             if head:
                 self._head = True
-                self._owed = 0
             if self.state is not _PENDING:
                 return
             self.state = _SERVING
@@ -590,8 +551,11 @@ class ResponseRecord:
 
     def _all_sent(self) -> bool:
         """Whether everything the client is owed was handed over (head sent)."""
-        owed = self._owed
-        return owed >= 0 and self.bytes_sent >= owed
+        status = self.status
+        if self._head or (status is not None and _bodiless(status)):
+            return True
+        expected = self._expected_bytes
+        return expected is not None and self.bytes_sent >= expected
 
     # -- the file ----------------------------------------------------------------
 
@@ -851,9 +815,8 @@ class ResponseRecord:
             if state is _PENDING and not self._started_ns:
                 self._started_ns = submitted  # where it starts, if it begins
             if not self.detailed:
-                # Lean: the job's wait only, and what a lookup found or an
-                # open of the served file that failed (the audit hook saw it
-                # tried; compared once it ran, see _LeanJobWithRules).
+                # Lean: the job's wait only, and whether an open job opened
+                # the served file (compared once it ran, see _job_ran).
                 if kind != n.JOB_OPEN and on_result is None and on_error is None:
                     job = _new_job(_LeanJob)
                     job.record = self
@@ -862,14 +825,7 @@ class ResponseRecord:
                     job.submitted = submitted
                     return job
                 return self._job(
-                    fn,
-                    kind or n.JOB_OTHER,
-                    submitted,
-                    opens,
-                    False,
-                    on_result,
-                    on_error,
-                    _LeanJobWithRules,
+                    fn, kind or n.JOB_OTHER, submitted, opens, False, on_result, on_error
                 )
             if kind == n.JOB_OPEN and not self.is_served(opens):
                 kind = n.JOB_OTHER
@@ -893,11 +849,10 @@ class ResponseRecord:
         is_stat: bool,
         on_result: Callable[[ResponseRecord, Any], None] | None,
         on_error: Callable[[ResponseRecord, BaseException], None] | None,
-        job_type: type[PoolJob] = PoolJob,
     ) -> PoolJob:
-        """A ``job_type`` job of this record, every slot set here (it has no
+        """A :class:`PoolJob` of this record, every slot set here (it has no
         ``__init__``: a Python call less per job)."""
-        job = _new_pool_job(job_type)
+        job = _new_pool_job(PoolJob)
         job.record = self
         job._fn = fn
         job.kind = kind
@@ -942,13 +897,11 @@ class ResponseRecord:
         or after the end, which is not the response's. The one owner of the
         rule, for the lean jobs and the detailed ones."""
         end = self._end_ns
-        if end is None:
-            owed = self._owed  # _all_sent(), without its call: once per job
-            if owed >= 0 and self.bytes_sent >= owed and self.state is _HEAD_SENT:
-                # Everything owed was handed over already (a 0-byte file, a
-                # HEAD, a stat that said less than the file holds): the last
-                # byte is the response's end, whatever runs after it.
-                end = self._last_byte_ns
+        if end is None and self.state is _HEAD_SENT and self._all_sent():
+            # Everything owed was handed over already (a 0-byte file, a
+            # HEAD, a stat that said less than the file holds): the last
+            # byte is the response's end, whatever runs after it.
+            end = self._last_byte_ns
         if end is not None:
             if submitted >= end:
                 return None
@@ -969,7 +922,15 @@ class ResponseRecord:
             if wait is None:
                 return
             started = submitted + wait  # its start, or the end if it started later
-            kind = job.kind  # a detailed record's job (a lean one's: _LeanJob)
+            kind = job.kind
+            if not self.detailed:
+                # The served file's open (wrap_job compared no path: here).
+                if kind == n.JOB_OPEN and self.is_served(job.opens):
+                    if ok:
+                        self._served_file_opened(started, ended)
+                    else:
+                        self._served_file_open_failed(started)
+                return
             if kind == n.JOB_READ:
                 self._transfer = n.TRANSFER_READ
             elif kind == n.JOB_OPEN and job.opens is not None:
@@ -1010,10 +971,6 @@ class ResponseRecord:
                 self.state = _HEAD_SENT
                 self._expected_bytes = content_length
                 self._last_byte_ns = at_ns
-            if self._head or _bodiless(status):
-                self._owed = 0
-            elif self.state is _HEAD_SENT:
-                self._owed = -1 if self._expected_bytes is None else self._expected_bytes
         except Exception:
             failed("record.head_sent")
 

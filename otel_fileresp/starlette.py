@@ -217,13 +217,6 @@ _IN_ASYNC_LOOKUP: Final[ContextVar[bool]] = ContextVar("otel_fileresp_lookup", d
 def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] | None:
     """The job to submit in place of ``args[0]`` (None: submit it unchanged)."""
     fn = args[0]
-    if not record.detailed and fn is not builtins.open:
-        # Lean: only the lookup's result matters (the served file), and an
-        # open of the served file that failed; what any other job is (a
-        # FileResponse's stat of a path it serves already), nothing reads.
-        if getattr(fn, "__name__", None) == "lookup_path":
-            return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
-        return record.wrap_job(fn)
     if fn is builtins.open:
         return record.wrap_job(fn, n.JOB_OPEN, opens=args[1] if len(args) > 1 else None)
     if fn is os.stat:
@@ -235,6 +228,12 @@ def _submit(record: ResponseRecord, args: Sequence[Any]) -> Callable[..., Any] |
             return record.wrap_job(fn, n.JOB_STAT, on_result=_note_stat_of(path))
         return record.wrap_job(fn, n.JOB_OTHER)
     name = getattr(fn, "__name__", None)
+    if not record.detailed:
+        # Lean: only the lookup's result matters (the served file); what
+        # any other job is, nothing reads.
+        if name == "lookup_path":
+            return record.wrap_job(fn, n.JOB_LOOKUP, on_result=_note_lookup)
+        return record.wrap_job(fn)
     if name in _READ_METHODS or name == "close":
         owner = getattr(fn, "__self__", None)
         if type(owner) in _IO_TYPES or _is_io(owner):
