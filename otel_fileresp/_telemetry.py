@@ -309,7 +309,7 @@ class Telemetry:
             return None
         if _DIRECT_READS:
             current = _current_context()
-            if current.get(_SUPPRESS_KEY) or current.get(_SUPPRESS_KEY_PLAIN):  # _suppressed
+            if _suppressed(current):
                 return None
         else:  # pragma: no cover - see _reads_agree
             current = context_api.get_current()
