@@ -52,8 +52,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-
 #: framework -> ablation -> what it switches off (the report's words).
 ABLATIONS: dict[str, dict[str, str]] = {
     "starlette": {
@@ -127,11 +125,9 @@ def run(
 ) -> Counts:
     """Count, under valgrind, the bare process, the package with every
     observation on (``none``) and one process per ablation, per framework,
-    each ``rounds`` times (two processes of the same code differ by up to
-    some 10 k per response: their memory layout differs): (framework,
-    ablation, kind, mode, round) -> the counts of the kept passes."""
-    import sys
-
+    each ``rounds`` times (two processes of the same code differ by a few
+    thousand instructions per response: their memory layouts differ):
+    (framework, ablation, kind, mode, round) -> the counts of the kept passes."""
     import instructions
 
     with tempfile.TemporaryDirectory(prefix="fileresp-ablation-") as tmp:
@@ -148,21 +144,12 @@ def run(
             out = work / f"ablation-{framework}-{ablation}-{number}"
             out.mkdir()
             role = "bare" if ablation == "bare" else "ablated"
-            command = [
-                *instructions.callgrind(out),
-                sys.executable,
-                str(HERE / "instructions.py"),
-                framework,
-                "sdk",
-                role,
-                str(root),
-                str(library),
-                "--out",
-                str(out / "result.json"),
-                "--responses",
-                str(responses),
-                *(["--ablate", ablation] if role == "ablated" else []),
-            ]
+            extra = ["--responses", str(responses)]
+            if role == "ablated":
+                extra += ["--ablate", ablation]
+            command = instructions.child_command(
+                out, framework, "sdk", role, root, str(library), extra, counted=True
+            )
             children.append(((framework, ablation, number), command, out, out / "result.json"))
         started = time.monotonic()
         log(f"ablation: {len(children)} processes, {responses} responses per mode and pass")

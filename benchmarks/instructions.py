@@ -519,12 +519,41 @@ def _parse(directory: Path, responses: int) -> dict[tuple[str, str, str, str, in
 Child = tuple[tuple[str, ...], list[str], Path, Path]
 
 
+def child_command(
+    out: Path,
+    framework: str,
+    sdk: str,
+    role: str,
+    root: Path,
+    library: str,
+    extra: Sequence[str],
+    *,
+    counted: bool,
+) -> list[str]:
+    """The command line of one child process of this module (its result in
+    ``out``), under callgrind when ``counted`` (``library`` the counter
+    helper), natively otherwise (``library`` ``-``)."""
+    return [
+        *(callgrind(out) if counted else []),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        framework,
+        sdk,
+        role,
+        str(root),
+        library,
+        "--out",
+        str(out / "result.json"),
+        *extra,
+    ]
+
+
 def _children(
     work: Path,
     root: Path,
     library: str,
     extra: list[str],
-    wrap: list[str],
+    counted: bool,
     tag: str,
     roles: Sequence[tuple[str, str]],
 ) -> list[Child]:
@@ -533,20 +562,9 @@ def _children(
         for sdk, role in roles:
             out = work / f"{tag}-{framework}-{sdk}-{role}"
             out.mkdir()
-            command = [
-                *wrap,
-                *([f"--callgrind-out-file={out}/callgrind.out.%p"] if wrap else []),
-                sys.executable,
-                str(Path(__file__).resolve()),
-                framework,
-                sdk,
-                role,
-                str(root),
-                library,
-                "--out",
-                str(out / "result.json"),
-                *extra,
-            ]
+            command = child_command(
+                out, framework, sdk, role, root, library, extra, counted=counted
+            )
             children.append(((framework, sdk, role), command, out, out / "result.json"))
     return children
 
@@ -604,13 +622,12 @@ def run(
     with tempfile.TemporaryDirectory(prefix="fileresp-instructions-") as tmp:
         work = Path(tmp)
         library = counter_library(work)
-        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         counted = _children(
             work,
             root,
             str(library),
             ["--responses", str(responses)],
-            valgrind,
+            True,
             "count",
             [role for role in ROLES if role[1] != "ablated"],  # ablation.py's own
         )
@@ -631,7 +648,7 @@ def run(
                 root,
                 "-",
                 ["--rounds", str(rounds), "--seconds", str(seconds)],
-                [],
+                False,
                 "wall",
                 [("sdk", "both"), ("nosdk", "both")],
             )
